@@ -1,0 +1,255 @@
+package v1alpha1
+
+import (
+	batchv1 "k8s.io/api/batch/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// CallbackConfigSpec describes one Tencent Cloud IM app whose
+// Sns.CallbackFriendDelete callbacks this namespace accepts, and the cleanup
+// each accepted callback starts.
+type CallbackConfigSpec struct {
+	// sdkAppID is the SDKAppID the IM console assigned to the app. A callback
+	// whose SdkAppid query parameter differs is refused.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=20
+	// +kubebuilder:validation:Pattern=`^[0-9]{1,20}$`
+	SDKAppID string `json:"sdkAppID"`
+
+	// auth turns on callback authentication: every callback must carry
+	// RequestTime and Sign, with Sign the lowercase hex SHA-256 of the token
+	// followed by RequestTime. Leave it out only when the IM console has
+	// callback authentication off.
+	// +optional
+	Auth *CallbackAuth `json:"auth,omitempty"`
+
+	// allowedSourceCIDRs, when set, refuses callbacks from any address outside
+	// these ranges (for example the IM backend's egress list from
+	// v4/ConfigSvc/GetIPList).
+	// +optional
+	// +listType=set
+	// +kubebuilder:validation:MaxItems=256
+	AllowedSourceCIDRs []CIDR `json:"allowedSourceCIDRs,omitempty"`
+
+	// cleanup lists the steps every FriendDeletion of this config runs, in
+	// order. Step names are unique.
+	// +required
+	// +listType=map
+	// +listMapKey=name
+	// +kubebuilder:validation:MinItems=1
+	// +kubebuilder:validation:MaxItems=16
+	// +kubebuilder:validation:XValidation:rule="self.all(s, self.exists_one(t, t.name == s.name))",message="cleanup step names must be unique"
+	Cleanup []CleanupStep `json:"cleanup"`
+
+	// retention says how long finished FriendDeletions are kept before they
+	// are deleted, with their Jobs and ConfigMaps.
+	// +optional
+	// +kubebuilder:default={}
+	Retention Retention `json:"retention,omitempty"`
+
+	// suspend, when true, answers every callback FAIL and creates nothing.
+	// FriendDeletions already stored go on running.
+	// +optional
+	Suspend bool `json:"suspend,omitempty"`
+}
+
+// CIDR is an IPv4 or IPv6 address range such as 203.0.113.0/24.
+// +kubebuilder:validation:MaxLength=64
+// +kubebuilder:validation:XValidation:rule="isCIDR(self)",message="must be a CIDR such as 203.0.113.0/24"
+type CIDR string
+
+// CallbackAuth holds the callback authentication settings.
+type CallbackAuth struct {
+	// tokenSecretRef names the Secret key holding the callback authentication
+	// token set in the IM console (1 to 128 characters). Rotating the Secret
+	// takes effect without a restart.
+	// +required
+	TokenSecretRef SecretKeyRef `json:"tokenSecretRef"`
+
+	// maxClockSkew is how far a callback's RequestTime may be from the
+	// receiver's clock, either way, before the callback is refused as a
+	// replay. Between 1s and 1h.
+	// +optional
+	// +kubebuilder:default="60s"
+	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('1s') && duration(self) <= duration('1h')",message="maxClockSkew must be between 1s and 1h"
+	MaxClockSkew *metav1.Duration `json:"maxClockSkew,omitempty"`
+}
+
+// SecretKeyRef names one key of a Secret in the object's namespace.
+type SecretKeyRef struct {
+	// name is the Secret's name.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`
+	Name string `json:"name"`
+
+	// key is the key in the Secret's data.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:Pattern=`^[-._a-zA-Z0-9]+$`
+	Key string `json:"key"`
+}
+
+// SecretRef names a Secret in the object's namespace.
+type SecretRef struct {
+	// name is the Secret's name.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`
+	Name string `json:"name"`
+}
+
+// CleanupStep is one piece of cleanup work. It sets exactly one of job, http
+// or external.
+// +kubebuilder:validation:XValidation:rule="[has(self.job), has(self.http), has(self.external)].filter(x, x).size() == 1",message="a cleanup step sets exactly one of job, http or external"
+type CleanupStep struct {
+	// name identifies the step in the FriendDeletion's status and in the
+	// names of what it creates. A DNS label of at most 40 characters.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=40
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`
+	Name string `json:"name"`
+
+	// job runs a batch/v1 Job from this template for each FriendDeletion.
+	// The container gets the FriendDeletion's details through environment
+	// variables and a pairs file (see the README's Job contract).
+	// +optional
+	Job *batchv1.JobTemplateSpec `json:"job,omitempty"`
+
+	// http POSTs the FriendDeletion as JSON to a URL.
+	// +optional
+	HTTP *HTTPStep `json:"http,omitempty"`
+
+	// external runs nothing here: another reconciler, registered under the
+	// step's name, does the work and reports the step's outcome.
+	// +optional
+	External *ExternalStep `json:"external,omitempty"`
+}
+
+// HTTPStep POSTs a JSON document describing the FriendDeletion to a URL.
+type HTTPStep struct {
+	// url is the http or https URL to POST to.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=2048
+	// +kubebuilder:validation:XValidation:rule="isURL(self) && url(self).getScheme() in ['http', 'https']",message="url must be an absolute http or https URL"
+	URL string `json:"url"`
+
+	// headersSecretRef names a Secret whose every key is sent as an HTTP
+	// header with the key's value, for example Authorization.
+	// +optional
+	HeadersSecretRef *SecretRef `json:"headersSecretRef,omitempty"`
+
+	// timeout bounds each attempt. Between 1s and 5m.
+	// +optional
+	// +kubebuilder:default="10s"
+	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('1s') && duration(self) <= duration('5m')",message="timeout must be between 1s and 5m"
+	Timeout *metav1.Duration `json:"timeout,omitempty"`
+
+	// maxAttempts is how many times the POST is tried before the step fails.
+	// +optional
+	// +kubebuilder:default=5
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=20
+	MaxAttempts int32 `json:"maxAttempts,omitempty"`
+}
+
+// ExternalStep is done by a reconciler outside the operator's built-in ones.
+type ExternalStep struct {
+	// deadline, when set, fails the step if no outcome is reported this long
+	// after the step started. Between 1s and 720h.
+	// +optional
+	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('1s') && duration(self) <= duration('720h')",message="deadline must be between 1s and 720h"
+	Deadline *metav1.Duration `json:"deadline,omitempty"`
+}
+
+// Retention says how long finished FriendDeletions are kept.
+type Retention struct {
+	// succeeded is how long a Succeeded FriendDeletion is kept.
+	// +optional
+	// +kubebuilder:default="24h"
+	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('0s')",message="succeeded must not be negative"
+	Succeeded *metav1.Duration `json:"succeeded,omitempty"`
+
+	// failed is how long a Failed FriendDeletion is kept.
+	// +optional
+	// +kubebuilder:default="168h"
+	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('0s')",message="failed must not be negative"
+	Failed *metav1.Duration `json:"failed,omitempty"`
+}
+
+// CallbackConfigStatus is what the operator last saw of a CallbackConfig.
+type CallbackConfigStatus struct {
+	// observedGeneration is the generation the status was computed for.
+	// +optional
+	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+
+	// conditions holds Ready: true when the config can accept callbacks.
+	// +optional
+	// +listType=map
+	// +listMapKey=type
+	// +kubebuilder:validation:MaxItems=16
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
+
+	// webhookPath is the receiver path to configure as the callback URL's
+	// path in the IM console: /callbacks/<namespace>/<name>.
+	// +optional
+	// +kubebuilder:validation:MaxLength=512
+	WebhookPath string `json:"webhookPath,omitempty"`
+
+	// lastCallbackTime is when the receiver last answered a callback for this
+	// config, accepted or not. Updated every few seconds, not per callback.
+	// +optional
+	LastCallbackTime *metav1.Time `json:"lastCallbackTime,omitempty"`
+
+	// acceptedCallbacks counts the callbacks stored as FriendDeletions.
+	// +optional
+	AcceptedCallbacks int64 `json:"acceptedCallbacks,omitempty"`
+
+	// rejectedCallbacks counts the callbacks answered FAIL.
+	// +optional
+	RejectedCallbacks int64 `json:"rejectedCallbacks,omitempty"`
+}
+
+// CallbackConfig configures one Tencent Cloud IM app's Sns.CallbackFriendDelete
+// callbacks: the SDKAppID to expect, how callbacks are authenticated, and the
+// cleanup steps each accepted callback runs.
+//
+// +kubebuilder:object:root=true
+// +kubebuilder:subresource:status
+// +kubebuilder:resource:shortName=cbc,categories=imcallback
+// +kubebuilder:printcolumn:name="SDKAPPID",type=string,JSONPath=`.spec.sdkAppID`
+// +kubebuilder:printcolumn:name="READY",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
+// +kubebuilder:printcolumn:name="PATH",type=string,JSONPath=`.status.webhookPath`
+// +kubebuilder:printcolumn:name="LAST CALLBACK",type=date,JSONPath=`.status.lastCallbackTime`
+// +kubebuilder:printcolumn:name="AGE",type=date,JSONPath=`.metadata.creationTimestamp`
+type CallbackConfig struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	// spec is the desired configuration.
+	// +required
+	Spec CallbackConfigSpec `json:"spec"`
+
+	// status is what the operator last saw.
+	// +optional
+	Status CallbackConfigStatus `json:"status,omitempty"`
+}
+
+// CallbackConfigList is a list of CallbackConfigs.
+//
+// +kubebuilder:object:root=true
+type CallbackConfigList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []CallbackConfig `json:"items"`
+}
+
+func init() {
+	SchemeBuilder.Register(&CallbackConfig{}, &CallbackConfigList{})
+}

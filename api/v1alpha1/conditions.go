@@ -1,0 +1,77 @@
+package v1alpha1
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+)
+
+// Labels the receiver puts on every FriendDeletion, and the controllers on
+// everything they create, so that `kubectl get -l` finds them.
+const (
+	// LabelConfig holds the CallbackConfig's name.
+	LabelConfig = "sns.imcallback.io/config"
+	// LabelSDKAppID holds the SDKAppID.
+	LabelSDKAppID = "sns.imcallback.io/sdkappid"
+	// LabelFromHash holds a hash of the first pair's From_Account (account ids
+	// are not valid label values). See FromAccountHash.
+	LabelFromHash = "sns.imcallback.io/from-hash"
+	// LabelFriendDeletion holds the owning FriendDeletion's name, on Jobs and
+	// ConfigMaps.
+	LabelFriendDeletion = "sns.imcallback.io/frienddeletion"
+	// LabelStep holds the cleanup step's name, on Jobs and ConfigMaps.
+	LabelStep = "sns.imcallback.io/step"
+)
+
+// Condition types.
+const (
+	// ConditionReady is True on a CallbackConfig that can accept callbacks,
+	// and on a FriendDeletion whose every step succeeded.
+	ConditionReady = "Ready"
+
+	// StepConditionPrefix starts the type of each FriendDeletion step's
+	// condition: step.sns.imcallback.io/<step name>.
+	StepConditionPrefix = "step.sns.imcallback.io/"
+)
+
+// StepConditionType is the condition type that reports the named step.
+func StepConditionType(step string) string { return StepConditionPrefix + step }
+
+// Condition reasons, CamelCase as Kubernetes expects.
+const (
+	// ReasonConfigured: a CallbackConfig is ready to accept callbacks.
+	ReasonConfigured = "Configured"
+	// ReasonSuspended: a CallbackConfig has spec.suspend set.
+	ReasonSuspended = "Suspended"
+	// ReasonSecretNotFound: the token Secret does not exist.
+	ReasonSecretNotFound = "SecretNotFound"
+	// ReasonSecretKeyMissing: the token Secret lacks the key.
+	ReasonSecretKeyMissing = "SecretKeyMissing"
+	// ReasonInvalidToken: the token is empty or longer than 128 characters.
+	ReasonInvalidToken = "InvalidToken"
+
+	// ReasonPending: a step or FriendDeletion has not started.
+	ReasonPending = "Pending"
+	// ReasonRunning: work is under way.
+	ReasonRunning = "Running"
+	// ReasonSucceeded: the work succeeded.
+	ReasonSucceeded = "Succeeded"
+	// ReasonFailed: the work failed for good.
+	ReasonFailed = "Failed"
+	// ReasonRetrying: an attempt failed and another is scheduled.
+	ReasonRetrying = "Retrying"
+	// ReasonDeadlineExceeded: an external step got no outcome in time.
+	ReasonDeadlineExceeded = "DeadlineExceeded"
+	// ReasonConfigNotFound: the FriendDeletion's CallbackConfig is gone.
+	ReasonConfigNotFound = "ConfigNotFound"
+	// ReasonStepRemoved: the config no longer has a step this
+	// FriendDeletion fixed when it started.
+	ReasonStepRemoved = "StepRemoved"
+)
+
+// FromAccountHash is the LabelFromHash value for an account: the first 16
+// hex digits of its SHA-256. Select a user's FriendDeletions with
+// `kubectl get fdel -l sns.imcallback.io/from-hash=<hash>`.
+func FromAccountHash(account string) string {
+	sum := sha256.Sum256([]byte(account))
+	return hex.EncodeToString(sum[:8])
+}
