@@ -100,3 +100,6 @@ $(CONTROLLER_GEN): hack/tools/go.mod
 .PHONY: help
 help:
 	@awk 'BEGIN {FS = ":.*##"} /^[a-zA-Z_-]+:.*?##/ { printf "  %-16s %s\n", $$1, $$2 }' $(MAKEFILE_LIST)
+
+# Each area of the project keeps its own targets in hack/mk/<area>.mk.
+-include $(wildcard hack/mk/*.mk)
