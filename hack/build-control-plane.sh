@@ -65,7 +65,9 @@ for entry in "${selected[@]}"; do
 		echo "[$step/$total] $name: cached in $assets"
 		continue
 	fi
-	echo "[$step/$total] $name: building $pkg (a cold kube-apiserver build takes about 10 minutes; later ones reuse its work) ..."
+	hint=""
+	[[ $name == kube-apiserver ]] && hint=" (about 10 minutes cold on 2 cores; the others reuse most of its work)"
+	echo "[$step/$total] $name: building $pkg$hint ..."
 	start=$(date +%s)
 	(cd "$module" && go build -trimpath -ldflags "$ldflags" -o "$assets/.$name.tmp" "$pkg")
 	mv "$assets/.$name.tmp" "$assets/$name"
