@@ -1,0 +1,87 @@
+{{/* The chart name, overridable. */}}
+{{- define "fdo.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+The release's full name, the prefix of every object's name. A release named
+like the chart gets the bare chart name.
+*/}}
+{{- define "fdo.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* Labels on every object. */}}
+{{- define "fdo.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{ include "fdo.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end }}
+
+{{/* Labels that select the manager's pods. */}}
+{{- define "fdo.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "fdo.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+control-plane: controller-manager
+{{- end }}
+
+{{/* The manager's ServiceAccount. */}}
+{{- define "fdo.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "fdo.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- required "serviceAccount.name is required when serviceAccount.create is false" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/* The manager image, by digest when one is given. */}}
+{{- define "fdo.image" -}}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+{{- end }}
+
+{{/* The Secret holding the receiver's serving certificate. */}}
+{{- define "fdo.receiverTLSSecret" -}}
+{{- default (printf "%s-receiver-tls" (include "fdo.fullname" .)) .Values.receiver.tls.secretName }}
+{{- end }}
+
+{{/* The receiver Service's port: receiver.service.port, else 443 or 80. */}}
+{{- define "fdo.receiverServicePort" -}}
+{{- if .Values.receiver.service.port }}
+{{- .Values.receiver.service.port | int }}
+{{- else if .Values.receiver.tls.enabled }}443
+{{- else }}80
+{{- end }}
+{{- end }}
+
+{{/* Refuses value combinations that would install something broken. */}}
+{{- define "fdo.validate" -}}
+{{- if and (gt (int .Values.replicaCount) 1) (not .Values.leaderElection.enabled) }}
+{{- fail "replicaCount > 1 needs leaderElection.enabled: without it every replica runs the controllers" }}
+{{- end }}
+{{- if and .Values.receiver.tls.certManager.enabled (not .Values.receiver.tls.enabled) }}
+{{- fail "receiver.tls.certManager.enabled needs receiver.tls.enabled" }}
+{{- end }}
+{{- if and .Values.receiver.tls.enabled (not .Values.receiver.tls.certManager.enabled) (not .Values.receiver.tls.secretName) }}
+{{- fail "receiver.tls.enabled needs receiver.tls.secretName (an existing kubernetes.io/tls Secret) or receiver.tls.certManager.enabled" }}
+{{- end }}
+{{- if and .Values.receiver.tls.certManager.enabled (not .Values.receiver.tls.certManager.issuerRef.name) }}
+{{- fail "receiver.tls.certManager.enabled needs receiver.tls.certManager.issuerRef.name" }}
+{{- end }}
+{{- if and .Values.ingress.enabled (not .Values.ingress.hosts) }}
+{{- fail "ingress.enabled needs at least one entry in ingress.hosts" }}
+{{- end }}
+{{- end }}
