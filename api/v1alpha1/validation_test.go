@@ -2,6 +2,8 @@ package v1alpha1_test
 
 import (
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -11,7 +13,9 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/yaml"
 
 	snsv1alpha1 "github.com/imcallback/friend-deletion-operator/api/v1alpha1"
 	"github.com/imcallback/friend-deletion-operator/internal/testenv"
@@ -191,4 +195,47 @@ func TestFriendDeletionSpecIsImmutable(t *testing.T) {
 	// Labels stay writable too.
 	fd.Labels = map[string]string{"team": "chat"}
 	g.Expect(env.Client.Update(t.Context(), fd)).To(Succeed())
+}
+
+func TestKubectlExplainShowsFieldDocs(t *testing.T) {
+	g := NewWithT(t)
+	out, err := env.Kubectl(t, "explain", "frienddeletion.spec.pairs")
+	g.Expect(err).NotTo(HaveOccurred(), out)
+	g.Expect(out).To(ContainSubstring("GROUP:      sns.imcallback.io"))
+	g.Expect(out).To(ContainSubstring("pairs is the callback's PairList"))
+	g.Expect(out).To(MatchRegexp(`from\s+<string> -required-`))
+
+	out, err = env.Kubectl(t, "explain", "cbc.spec.auth.tokenSecretRef")
+	g.Expect(err).NotTo(HaveOccurred(), out)
+	g.Expect(out).To(ContainSubstring("callback authentication"))
+}
+
+// TestSamplesAreAccepted applies every object in config/samples the way a
+// user would, and checks the API server takes them.
+func TestSamplesAreAccepted(t *testing.T) {
+	g := NewWithT(t)
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "chat"}}
+	g.Expect(client.IgnoreAlreadyExists(env.Client.Create(t.Context(), ns))).To(Succeed())
+
+	files, err := filepath.Glob(filepath.Join(testenv.RepoRoot(), "config", "samples", "sns_*.yaml"))
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(files).To(HaveLen(2))
+	kinds := map[string]bool{}
+	for _, f := range files {
+		raw, err := os.ReadFile(f)
+		g.Expect(err).NotTo(HaveOccurred())
+		for _, doc := range strings.Split(string(raw), "\n---\n") {
+			obj := &unstructured.Unstructured{}
+			g.Expect(yaml.Unmarshal([]byte(doc), &obj.Object)).To(Succeed(), f)
+			g.Expect(env.Client.Create(t.Context(), obj)).To(Succeed(), "%s: %s", f, obj.GetKind())
+			kinds[obj.GetKind()] = true
+		}
+	}
+	g.Expect(kinds).To(HaveKey("CallbackConfig"))
+	g.Expect(kinds).To(HaveKey("FriendDeletion"))
+
+	got := &snsv1alpha1.CallbackConfig{}
+	g.Expect(env.Client.Get(t.Context(), client.ObjectKey{Namespace: "chat", Name: "chat-app"}, got)).To(Succeed())
+	g.Expect(got.Spec.Cleanup).To(HaveLen(2))
+	g.Expect(got.Spec.Cleanup[0].Job.Spec.Template.Spec.Containers[0].Image).To(Equal("registry.example.com/chat/purge-history:1.4.2"))
 }

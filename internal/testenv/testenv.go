@@ -9,6 +9,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
 	"testing"
@@ -122,4 +123,20 @@ func (e *Env) Namespace(t testing.TB) string {
 		_ = e.Client.Delete(context.Background(), ns)
 	})
 	return ns.Name
+}
+
+// Kubectl runs the kubectl built beside kube-apiserver against this control
+// plane as an administrator, and returns what it printed.
+func (e *Env) Kubectl(t testing.TB, args ...string) (string, error) {
+	t.Helper()
+	bin := filepath.Join(e.Environment.BinaryAssetsDirectory, "kubectl")
+	if _, err := os.Stat(bin); err != nil {
+		return "", fmt.Errorf("kubectl is missing from %s: run `make envtest-assets` to build it", e.Environment.BinaryAssetsDirectory)
+	}
+	kubeconfig := filepath.Join(t.TempDir(), "kubeconfig")
+	if err := os.WriteFile(kubeconfig, e.Environment.KubeConfig, 0o600); err != nil {
+		return "", err
+	}
+	out, err := exec.CommandContext(t.Context(), bin, append([]string{"--kubeconfig", kubeconfig}, args...)...).CombinedOutput()
+	return string(out), err
 }
