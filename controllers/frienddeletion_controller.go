@@ -1,0 +1,148 @@
+package controllers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/recorder"
+
+	snsv1alpha1 "github.com/imcallback/friend-deletion-operator/api/v1alpha1"
+)
+
+// FriendDeletionReconciler runs the cleanup steps of each FriendDeletion, in
+// order, and sums them up in its status. See LIFECYCLE.md for the rules.
+type FriendDeletionReconciler struct {
+	client.Client
+	// APIReader reads from the API server, bypassing the cache, where a
+	// stale read would do harm: Secrets, and confirming that something the
+	// cache does not have is really gone.
+	APIReader client.Reader
+	Recorder  recorder.EventRecorder
+	HTTP      *http.Client
+	Options   Options
+}
+
+// Reconcile fixes the step list on first sight, runs the steps in order,
+// writes the summary, and deletes the FriendDeletion once its retention has
+// passed. It needs no finalizer: everything it creates is owned by the
+// FriendDeletion and goes with it.
+func (r *FriendDeletionReconciler) Reconcile(ctx context.Context, req ctrl.Request) (result ctrl.Result, retErr error) {
+	fd := &snsv1alpha1.FriendDeletion{}
+	if err := r.Get(ctx, req.NamespacedName, fd); err != nil {
+		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	if !fd.DeletionTimestamp.IsZero() {
+		return ctrl.Result{}, nil
+	}
+
+	patcher := newStatusPatcher(r.Client, fd)
+	patcher.onWrite = func(before, after *snsv1alpha1.FriendDeletion) { r.emit(after, before, after) }
+	defer func() {
+		summarize(fd, r.now())
+		if err := patcher.Patch(ctx, fd); err != nil {
+			if apierrors.IsConflict(err) && retErr == nil {
+				// Someone wrote the object since we read it; the watch
+				// event of that write reconciles it again.
+				ctrl.LoggerFrom(ctx).V(1).Info("status changed while reconciling; will reconcile again")
+				result = ctrl.Result{}
+				return
+			}
+			retErr = errors.Join(retErr, fmt.Errorf("patching status: %w", err))
+			return
+		}
+		if retErr == nil && fd.Status.Phase.Finished() {
+			var res ctrl.Result
+			res, retErr = r.reconcileRetention(ctx, fd)
+			result = minResult(result, res)
+		}
+	}()
+
+	if fd.Status.Phase.Finished() {
+		return ctrl.Result{}, nil
+	}
+	cfg, err := r.getConfig(ctx, fd)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	if !r.fixSteps(fd, cfg) {
+		return ctrl.Result{}, nil
+	}
+	return r.reconcileSteps(ctx, patcher, fd, cfg)
+}
+
+// getConfig returns the FriendDeletion's CallbackConfig, or nil when it is
+// gone. A miss in the cache is confirmed with the API server, so that a
+// config created just before the FriendDeletion is not taken for gone.
+func (r *FriendDeletionReconciler) getConfig(ctx context.Context, fd *snsv1alpha1.FriendDeletion) (*snsv1alpha1.CallbackConfig, error) {
+	key := types.NamespacedName{Namespace: fd.Namespace, Name: fd.Spec.ConfigName}
+	cfg := &snsv1alpha1.CallbackConfig{}
+	err := r.Get(ctx, key, cfg)
+	if apierrors.IsNotFound(err) {
+		err = r.APIReader.Get(ctx, key, cfg)
+	}
+	switch {
+	case apierrors.IsNotFound(err):
+		return nil, nil
+	case err != nil:
+		return nil, fmt.Errorf("getting CallbackConfig %s: %w", key.Name, err)
+	}
+	return cfg, nil
+}
+
+// fixSteps gives a FriendDeletion seen for the first time one Pending step
+// per cleanup step of its config; the list never changes after that.
+// Without a config there is nothing to fix, and the FriendDeletion fails
+// with Ready reason ConfigNotFound. It reports whether there are steps to run.
+func (r *FriendDeletionReconciler) fixSteps(fd *snsv1alpha1.FriendDeletion, cfg *snsv1alpha1.CallbackConfig) bool {
+	if len(fd.Status.Steps) > 0 {
+		return true
+	}
+	now := r.now()
+	if cfg == nil {
+		fd.Status.Phase = snsv1alpha1.PhaseFailed
+		meta.SetStatusCondition(&fd.Status.Conditions, metav1.Condition{
+			Type: snsv1alpha1.ConditionReady, Status: metav1.ConditionFalse,
+			Reason:             snsv1alpha1.ReasonConfigNotFound,
+			Message:            fmt.Sprintf("CallbackConfig %q does not exist; no cleanup step can run.", fd.Spec.ConfigName),
+			ObservedGeneration: fd.Generation, LastTransitionTime: now,
+		})
+		return false
+	}
+	for _, s := range cfg.Spec.Cleanup {
+		fd.Status.Steps = append(fd.Status.Steps, snsv1alpha1.StepStatus{
+			Name: s.Name, Type: cleanupStepType(s), Phase: snsv1alpha1.PhasePending,
+		})
+	}
+	return true
+}
+
+// emit records an Event for each condition that changed in a status write.
+func (r *FriendDeletionReconciler) emit(fd, before, after *snsv1alpha1.FriendDeletion) {
+	if r.Recorder == nil {
+		return
+	}
+	for _, e := range transitionEvents(before.Status.Conditions, after.Status.Conditions) {
+		r.Recorder.Eventf(fd, nil, e.Type, e.Reason, "Cleanup", "%s", e.Note)
+	}
+}
+
+func (r *FriendDeletionReconciler) now() metav1.Time {
+	return metav1.NewTime(r.Options.Clock.Now().Truncate(time.Second))
+}
+
+// minResult is the result that requeues soonest.
+func minResult(a, b ctrl.Result) ctrl.Result {
+	if a.RequeueAfter == 0 || (b.RequeueAfter > 0 && b.RequeueAfter < a.RequeueAfter) {
+		a.RequeueAfter = b.RequeueAfter
+	}
+	return a
+}

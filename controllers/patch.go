@@ -1,0 +1,49 @@
+package controllers
+
+import (
+	"context"
+
+	"k8s.io/apimachinery/pkg/api/equality"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	snsv1alpha1 "github.com/imcallback/friend-deletion-operator/api/v1alpha1"
+)
+
+// statusPatcher writes a FriendDeletion's status as a merge patch of what
+// changed since the last write, with an optimistic lock: a status computed
+// from a stale read is refused (409 Conflict) instead of overwriting what an
+// external step reconciler reported meanwhile.
+type statusPatcher struct {
+	client client.Client
+	// base is the object as the API server last had it, as far as we know.
+	base *snsv1alpha1.FriendDeletion
+	// onWrite is called with the status before and after each write.
+	onWrite func(before, after *snsv1alpha1.FriendDeletion)
+}
+
+func newStatusPatcher(c client.Client, fd *snsv1alpha1.FriendDeletion) *statusPatcher {
+	return &statusPatcher{client: c, base: fd.DeepCopy()}
+}
+
+// Patch writes fd's status if it changed. On success fd holds the API
+// server's answer and becomes the new base.
+func (p *statusPatcher) Patch(ctx context.Context, fd *snsv1alpha1.FriendDeletion) error {
+	if equality.Semantic.DeepEqual(p.base.Status, fd.Status) {
+		return nil
+	}
+	if err := p.client.Status().Patch(ctx, fd, client.MergeFromWithOptions(p.base, client.MergeFromWithOptimisticLock{})); err != nil {
+		return err
+	}
+	before := p.base
+	p.base = fd.DeepCopy()
+	if p.onWrite != nil {
+		p.onWrite(before, p.base)
+	}
+	return nil
+}
+
+// Rebase makes fresh, a newer copy read from the API server, the base of
+// the next Patch.
+func (p *statusPatcher) Rebase(fresh *snsv1alpha1.FriendDeletion) {
+	p.base = fresh.DeepCopy()
+}

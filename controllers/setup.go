@@ -1,0 +1,162 @@
+// Package controllers holds the operator's reconcilers: FriendDeletion,
+// which runs each accepted callback's cleanup steps, and CallbackConfig,
+// which reports whether a config can accept callbacks.
+//
+// main.go calls SetupWithManager, and SetupExampleReconciler behind a flag.
+// The package cleanup beside this one is the API for writing a reconciler
+// of your own cleanup step.
+package controllers
+
+import (
+	"context"
+	"fmt"
+
+	batchv1 "k8s.io/api/batch/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/selection"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	snsv1alpha1 "github.com/imcallback/friend-deletion-operator/api/v1alpha1"
+	"github.com/imcallback/friend-deletion-operator/controllers/examples/audit"
+)
+
+// +kubebuilder:rbac:groups=sns.imcallback.io,resources=frienddeletions,verbs=get;list;watch;delete
+// +kubebuilder:rbac:groups=sns.imcallback.io,resources=frienddeletions/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups=sns.imcallback.io,resources=callbackconfigs,verbs=get;list;watch
+// +kubebuilder:rbac:groups=sns.imcallback.io,resources=callbackconfigs/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups=batch,resources=jobs,verbs=get;list;watch;create
+// +kubebuilder:rbac:groups="",resources=configmaps,verbs=get;list;watch;create
+// +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch
+// +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
+
+// Field indexes the reconcilers look objects up by.
+const (
+	// indexConfigName indexes FriendDeletions by spec.configName.
+	indexConfigName = "spec.configName"
+	// indexTokenSecret indexes CallbackConfigs by their token Secret's name.
+	indexTokenSecret = "spec.auth.tokenSecretRef.name"
+)
+
+// SetupWithManager sets up the FriendDeletion and CallbackConfig reconcilers.
+func SetupWithManager(mgr ctrl.Manager, opts Options) error {
+	opts = opts.withDefaults()
+	ctx := context.Background()
+	if err := mgr.GetFieldIndexer().IndexField(ctx, &snsv1alpha1.FriendDeletion{}, indexConfigName, func(o client.Object) []string {
+		return []string{o.(*snsv1alpha1.FriendDeletion).Spec.ConfigName}
+	}); err != nil {
+		return fmt.Errorf("indexing FriendDeletions by config: %w", err)
+	}
+	if err := mgr.GetFieldIndexer().IndexField(ctx, &snsv1alpha1.CallbackConfig{}, indexTokenSecret, func(o client.Object) []string {
+		if a := o.(*snsv1alpha1.CallbackConfig).Spec.Auth; a != nil {
+			return []string{a.TokenSecretRef.Name}
+		}
+		return nil
+	}); err != nil {
+		return fmt.Errorf("indexing CallbackConfigs by token Secret: %w", err)
+	}
+
+	fdr := &FriendDeletionReconciler{
+		Client:    mgr.GetClient(),
+		APIReader: mgr.GetAPIReader(),
+		Recorder:  mgr.GetEventRecorder("frienddeletion-controller"),
+		HTTP:      newHTTPClient(opts),
+		Options:   opts,
+	}
+	err := ctrl.NewControllerManagedBy(mgr).
+		Named("frienddeletion").
+		For(&snsv1alpha1.FriendDeletion{}).
+		Owns(&batchv1.Job{}).
+		Watches(&snsv1alpha1.CallbackConfig{},
+			handler.EnqueueRequestsFromMapFunc(fdr.unfinishedOfConfig),
+			builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		WithOptions(controller.Options{
+			MaxConcurrentReconciles: opts.FriendDeletionConcurrency,
+			RateLimiter:             opts.rateLimiter(),
+		}).
+		Complete(fdr)
+	if err != nil {
+		return fmt.Errorf("setting up the FriendDeletion reconciler: %w", err)
+	}
+
+	ccr := &CallbackConfigReconciler{
+		Client:    mgr.GetClient(),
+		APIReader: mgr.GetAPIReader(),
+		Recorder:  mgr.GetEventRecorder("callbackconfig-controller"),
+		Options:   opts,
+	}
+	err = ctrl.NewControllerManagedBy(mgr).
+		Named("callbackconfig").
+		For(&snsv1alpha1.CallbackConfig{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		WatchesMetadata(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(ccr.configsOfSecret)).
+		WithOptions(controller.Options{
+			MaxConcurrentReconciles: opts.CallbackConfigConcurrency,
+			RateLimiter:             opts.rateLimiter(),
+		}).
+		Complete(ccr)
+	if err != nil {
+		return fmt.Errorf("setting up the CallbackConfig reconciler: %w", err)
+	}
+	return nil
+}
+
+// SetupExampleReconciler registers the worked example of the cleanup step
+// API (controllers/examples/audit): a reconciler for external steps named
+// "audit". main.go calls it when --enable-example-reconciler is set.
+func SetupExampleReconciler(mgr ctrl.Manager) error {
+	return audit.SetupWithManager(mgr)
+}
+
+// CacheByObject narrows the manager's cache to the Jobs and ConfigMaps the
+// operator made (those carrying the FriendDeletion label), so that other
+// Jobs and ConfigMaps in the cluster cost no memory. Pass it as
+// cache.Options.ByObject.
+func CacheByObject() map[client.Object]cache.ByObject {
+	owned, err := labels.NewRequirement(snsv1alpha1.LabelFriendDeletion, selection.Exists, nil)
+	if err != nil {
+		panic(err) // a constant label key
+	}
+	sel := labels.NewSelector().Add(*owned)
+	return map[client.Object]cache.ByObject{
+		&batchv1.Job{}:       {Label: sel},
+		&corev1.ConfigMap{}: {Label: sel},
+	}
+}
+
+// unfinishedOfConfig maps a CallbackConfig to its FriendDeletions that have
+// not finished: a deleted config, or a changed step, changes what they do.
+func (r *FriendDeletionReconciler) unfinishedOfConfig(ctx context.Context, o client.Object) []reconcile.Request {
+	var list snsv1alpha1.FriendDeletionList
+	if err := r.List(ctx, &list, client.InNamespace(o.GetNamespace()), client.MatchingFields{indexConfigName: o.GetName()}); err != nil {
+		ctrl.LoggerFrom(ctx).Error(err, "listing FriendDeletions of a CallbackConfig", "config", o.GetName())
+		return nil
+	}
+	var reqs []reconcile.Request
+	for _, fd := range list.Items {
+		if !fd.Status.Phase.Finished() {
+			reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&fd)})
+		}
+	}
+	return reqs
+}
+
+// configsOfSecret maps a Secret to the CallbackConfigs whose token it holds.
+func (r *CallbackConfigReconciler) configsOfSecret(ctx context.Context, o client.Object) []reconcile.Request {
+	var list snsv1alpha1.CallbackConfigList
+	if err := r.List(ctx, &list, client.InNamespace(o.GetNamespace()), client.MatchingFields{indexTokenSecret: o.GetName()}); err != nil {
+		ctrl.LoggerFrom(ctx).Error(err, "listing CallbackConfigs of a Secret", "secret", o.GetName())
+		return nil
+	}
+	reqs := make([]reconcile.Request, 0, len(list.Items))
+	for _, c := range list.Items {
+		reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&c)})
+	}
+	return reqs
+}
