@@ -4,10 +4,10 @@ import (
 	"flag"
 	"time"
 
+	"golang.org/x/time/rate"
 	"k8s.io/client-go/util/workqueue"
 	"k8s.io/utils/clock"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
-	"golang.org/x/time/rate"
 )
 
 // Options configures the reconcilers. Build one with DefaultOptions, let

@@ -125,7 +125,7 @@ func CacheByObject() map[client.Object]cache.ByObject {
 	}
 	sel := labels.NewSelector().Add(*owned)
 	return map[client.Object]cache.ByObject{
-		&batchv1.Job{}:       {Label: sel},
+		&batchv1.Job{}:      {Label: sel},
 		&corev1.ConfigMap{}: {Label: sel},
 	}
 }

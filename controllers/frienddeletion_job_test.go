@@ -1,0 +1,111 @@
+package controllers
+
+import (
+	"context"
+	"encoding/json"
+	"testing"
+
+	. "github.com/onsi/gomega"
+	batchv1 "k8s.io/api/batch/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	snsv1alpha1 "github.com/imcallback/friend-deletion-operator/api/v1alpha1"
+)
+
+func TestJobStepRunsJobWithContractAndSucceeds(t *testing.T) {
+	ns := env.Namespace(t)
+	startManager(t, ns, testOptions())
+	create(t, newConfig(ns, "app", jobStep("purge")), newFriendDeletion(ns, "fd1", "app"))
+
+	job := getJob(t, ns, "fd1-purge")
+	fd := waitForPhase(t, ns, "fd1", snsv1alpha1.PhaseRunning)
+
+	// The Job: owned by the FriendDeletion, labelled, with the contract.
+	g := gt(t)
+	g.Expect(metav1.IsControlledBy(job, fd)).To(BeTrue())
+	g.Expect(job.Labels).To(HaveKeyWithValue(snsv1alpha1.LabelFriendDeletion, "fd1"))
+	g.Expect(job.Labels).To(HaveKeyWithValue(snsv1alpha1.LabelStep, "purge"))
+	g.Expect(job.Labels).To(HaveKeyWithValue("team", "im"))
+	g.Expect(job.Spec.Template.Spec.RestartPolicy).To(Equal(corev1.RestartPolicyNever))
+	c := job.Spec.Template.Spec.Containers[0]
+	g.Expect(c.Env).To(ContainElements(
+		corev1.EnvVar{Name: "LOG_LEVEL", Value: "debug"},
+		corev1.EnvVar{Name: "FRIEND_DELETION_NAME", Value: "fd1"},
+		corev1.EnvVar{Name: "FRIEND_DELETION_NAMESPACE", Value: ns},
+		corev1.EnvVar{Name: "SDKAPPID", Value: "1400000001"},
+		corev1.EnvVar{Name: "PAIR_COUNT", Value: "1"},
+		corev1.EnvVar{Name: "FROM_ACCOUNT", Value: "alice"},
+		corev1.EnvVar{Name: "TO_ACCOUNT", Value: "bob"},
+		corev1.EnvVar{Name: "PAIRS_FILE", Value: "/etc/friend-deletion/pairs.json"},
+	))
+	g.Expect(c.VolumeMounts).To(ContainElement(corev1.VolumeMount{Name: pairsVolume, MountPath: "/etc/friend-deletion", ReadOnly: true}))
+	g.Expect(job.Spec.Template.Spec.Volumes).To(ContainElement(HaveField("VolumeSource.ConfigMap.Name", "fd1-pairs")))
+
+	// The pairs ConfigMap: owned, holding the pairs as JSON.
+	cm := &corev1.ConfigMap{}
+	g.Expect(env.Client.Get(t.Context(), types.NamespacedName{Namespace: ns, Name: "fd1-pairs"}, cm)).To(Succeed())
+	g.Expect(metav1.IsControlledBy(cm, fd)).To(BeTrue())
+	var pairs []snsv1alpha1.FriendPair
+	g.Expect(json.Unmarshal([]byte(cm.Data["pairs.json"]), &pairs)).To(Succeed())
+	g.Expect(pairs).To(Equal([]snsv1alpha1.FriendPair{{From: "alice", To: "bob"}}))
+
+	// The status while the Job runs.
+	st := stepOf(g, fd, "purge")
+	g.Expect(st.Type).To(Equal(snsv1alpha1.StepTypeJob))
+	g.Expect(st.JobName).To(Equal("fd1-purge"))
+	g.Expect(st.Attempts).To(Equal(int32(1)))
+	g.Expect(st.StartTime).NotTo(BeNil())
+	g.Expect(conditionOf(fd, "step.sns.imcallback.io/purge")).To(HaveField("Reason", snsv1alpha1.ReasonRunning))
+	g.Expect(conditionOf(fd, "Ready")).To(SatisfyAll(HaveField("Status", metav1.ConditionFalse), HaveField("Reason", snsv1alpha1.ReasonRunning)))
+
+	setJobStatus(t, job, "complete")
+	fd = waitForPhase(t, ns, "fd1", snsv1alpha1.PhaseSucceeded)
+	g.Expect(conditionOf(fd, "Ready")).To(SatisfyAll(HaveField("Status", metav1.ConditionTrue), HaveField("Reason", snsv1alpha1.ReasonSucceeded)))
+	g.Expect(conditionOf(fd, "step.sns.imcallback.io/purge")).To(HaveField("Status", metav1.ConditionTrue))
+	g.Expect(fd.Status.CompletionTime).NotTo(BeNil())
+	g.Expect(stepOf(g, fd, "purge").CompletionTime).NotTo(BeNil())
+	gt(t).Eventually(func(g Gomega) []string { return eventsFor(g, ns, "fd1") }).Should(ContainElements("StepRunning", "StepSucceeded", "Succeeded"))
+}
+
+func TestJobStepRetryThenFailure(t *testing.T) {
+	ns := env.Namespace(t)
+	startManager(t, ns, testOptions())
+	create(t, newConfig(ns, "app", jobStep("purge"), jobStep("notify")),
+		newFriendDeletion(ns, "fd1", "app", snsv1alpha1.FriendPair{From: "a", To: "b"}, snsv1alpha1.FriendPair{From: "a", To: "c"}))
+
+	job := getJob(t, ns, "fd1-purge")
+	g := gt(t)
+	// Two pairs: no FROM_ACCOUNT/TO_ACCOUNT, PAIR_COUNT=2.
+	vars := job.Spec.Template.Spec.Containers[0].Env
+	g.Expect(vars).To(ContainElement(corev1.EnvVar{Name: "PAIR_COUNT", Value: "2"}))
+	g.Expect(vars).NotTo(ContainElement(HaveField("Name", "FROM_ACCOUNT")))
+	g.Expect(vars).NotTo(ContainElement(HaveField("Name", "TO_ACCOUNT")))
+
+	// A pod failed; the Job retries it (backoffLimit): the step says so.
+	setJobStatus(t, job, "podFailed")
+	gt(t).Eventually(func(g Gomega) {
+		fd := getFD(g, ns, "fd1")
+		g.Expect(fd.Status.Phase).To(Equal(snsv1alpha1.PhaseRunning))
+		g.Expect(conditionOf(fd, "step.sns.imcallback.io/purge")).To(SatisfyAll(
+			HaveField("Reason", snsv1alpha1.ReasonRetrying),
+			HaveField("Message", ContainSubstring("1 pod(s) failed"))))
+	}).Should(Succeed())
+
+	setJobStatus(t, job, "failed")
+	fd := waitForPhase(t, ns, "fd1", snsv1alpha1.PhaseFailed)
+	g.Expect(stepOf(g, fd, "purge").Phase).To(Equal(snsv1alpha1.PhaseFailed))
+	g.Expect(stepOf(g, fd, "purge").Message).To(ContainSubstring("BackoffLimitExceeded"))
+	g.Expect(stepOf(g, fd, "notify").Phase).To(Equal(snsv1alpha1.PhasePending))
+	g.Expect(conditionOf(fd, "step.sns.imcallback.io/notify").Message).To(ContainSubstring(`step "purge" failed`))
+	g.Expect(conditionOf(fd, "Ready")).To(SatisfyAll(HaveField("Reason", snsv1alpha1.ReasonFailed), HaveField("Message", ContainSubstring("purge"))))
+	g.Expect(fd.Status.CompletionTime).NotTo(BeNil())
+
+	// The failed step stops the rest: no Job for the second step.
+	var jobs batchv1.JobList
+	g.Expect(env.Client.List(context.Background(), &jobs, client.InNamespace(ns))).To(Succeed())
+	g.Expect(jobs.Items).To(HaveLen(1))
+	gt(t).Eventually(func(g Gomega) []string { return eventsFor(g, ns, "fd1") }).Should(ContainElements("StepRetrying", "StepFailed", "Failed"))
+}
