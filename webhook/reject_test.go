@@ -1,0 +1,174 @@
+package webhook
+
+import (
+	"fmt"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"testing"
+
+	. "github.com/onsi/gomega"
+
+	snsv1alpha1 "github.com/imcallback/friend-deletion-operator/api/v1alpha1"
+)
+
+// TestRejections sends one bad callback per case and checks what the caller
+// sees, that nothing was stored, and the one log line that says why.
+func TestRejections(t *testing.T) {
+	h := newHarness(t)
+	h.secret("im-token", "token", vectorToken)
+	auth := &snsv1alpha1.CallbackAuth{TokenSecretRef: snsv1alpha1.SecretKeyRef{Name: "im-token", Key: "token"}}
+	h.config("plain", nil)
+	h.config("signed", func(c *snsv1alpha1.CallbackConfig) { c.Spec.Auth = auth.DeepCopy() })
+	h.config("suspended", func(c *snsv1alpha1.CallbackConfig) { c.Spec.Suspend = true })
+	h.config("ranged", func(c *snsv1alpha1.CallbackConfig) {
+		c.Spec.AllowedSourceCIDRs = []snsv1alpha1.CIDR{"192.0.2.0/24", "2001:db8::/32"}
+	})
+	h.config("no-secret", func(c *snsv1alpha1.CallbackConfig) {
+		c.Spec.Auth = &snsv1alpha1.CallbackAuth{TokenSecretRef: snsv1alpha1.SecretKeyRef{Name: "absent", Key: "token"}}
+	})
+	h.config("wrong-key", func(c *snsv1alpha1.CallbackConfig) {
+		c.Spec.Auth = &snsv1alpha1.CallbackAuth{TokenSecretRef: snsv1alpha1.SecretKeyRef{Name: "im-token", Key: "other"}}
+	})
+
+	plain, signedPath := Path(h.ns, "plain"), Path(h.ns, "signed")
+	good := pairsBody("alice", "bob")
+	now := strconv.FormatInt(fixedNow.Unix(), 10)
+	without := func(q url.Values, keys ...string) url.Values {
+		for _, k := range keys {
+			q.Del(k)
+		}
+		return q
+	}
+	with := func(q url.Values, kv ...string) url.Values {
+		for i := 0; i+1 < len(kv); i += 2 {
+			q.Set(kv[i], kv[i+1])
+		}
+		return q
+	}
+	bodyWith := func(pairList string) string {
+		return `{"CallbackCommand":"Sns.CallbackFriendDelete","PairList":` + pairList + `}`
+	}
+	var tooMany []string
+	for i := range snsv1alpha1.MaxPairs + 1 {
+		tooMany = append(tooMany, "a", strconv.Itoa(i))
+	}
+
+	cases := []struct {
+		name   string
+		call   call
+		status int
+		info   string
+	}{
+		// Routing and the config.
+		{"path outside /callbacks", call{path: "/callback", query: query(), body: good}, 404, "unknown path: callbacks go to /callbacks/<namespace>/<name>"},
+		{"path without a name", call{path: "/callbacks/" + h.ns, query: query(), body: good}, 404, "unknown path: callbacks go to /callbacks/<namespace>/<name>"},
+		{"path with an extra segment", call{path: plain + "/x", query: query(), body: good}, 404, "unknown path: callbacks go to /callbacks/<namespace>/<name>"},
+		{"path with an invalid namespace", call{path: "/callbacks/Not_A_Namespace/plain", query: query(), body: good}, 404, "unknown path: callbacks go to /callbacks/<namespace>/<name>"},
+		{"no such config", call{path: Path(h.ns, "absent"), query: query(), body: good}, 404, "no CallbackConfig at this path"},
+		{"config in another namespace", call{path: Path("default", "plain"), query: query(), body: good}, 404, "no CallbackConfig at this path"},
+		{"suspended config", call{path: Path(h.ns, "suspended"), query: query(), body: good}, 503, "CallbackConfig is suspended"},
+		{"suspended comes before the method", call{method: http.MethodGet, path: Path(h.ns, "suspended"), query: query()}, 503, "CallbackConfig is suspended"},
+
+		// Source address.
+		{"source outside the ranges", call{path: Path(h.ns, "ranged"), query: query(), body: good}, 403, "source address is not allowed"},
+		{"X-Forwarded-For not trusted by default", call{path: Path(h.ns, "ranged"), query: query(), body: good, header: http.Header{"X-Forwarded-For": {"192.0.2.10"}}}, 403, "source address is not allowed"},
+		{"source comes before the method", call{method: http.MethodGet, path: Path(h.ns, "ranged"), query: query()}, 403, "source address is not allowed"},
+
+		// Method.
+		{"GET", call{method: http.MethodGet, path: plain, query: query()}, 405, "method must be POST"},
+		{"PUT", call{method: http.MethodPut, path: plain, query: query(), body: good}, 405, "method must be POST"},
+		{"method comes before SdkAppid", call{method: http.MethodGet, path: plain, query: with(query(), "SdkAppid", "1")}, 405, "method must be POST"},
+
+		// SdkAppid.
+		{"SdkAppid missing", call{path: plain, query: without(query(), "SdkAppid"), body: good}, 403, "SdkAppid does not match the CallbackConfig"},
+		{"SdkAppid of another app", call{path: plain, query: with(query(), "SdkAppid", "1400000002"), body: good}, 403, "SdkAppid does not match the CallbackConfig"},
+		{"SdkAppid given twice", call{path: plain, query: func() url.Values { q := query(); q.Add("SdkAppid", "1400000002"); return q }(), body: good}, 403, "SdkAppid does not match the CallbackConfig"},
+		{"SdkAppid comes before Sign", call{path: signedPath, query: with(query(), "SdkAppid", "9"), body: good}, 403, "SdkAppid does not match the CallbackConfig"},
+
+		// Signature and time.
+		{"Sign missing", call{path: signedPath, query: without(signedQuery(), "Sign"), body: good}, 401, "Sign and RequestTime are required"},
+		{"RequestTime missing", call{path: signedPath, query: without(signedQuery(), "RequestTime"), body: good}, 401, "Sign and RequestTime are required"},
+		{"Sign made with another token", call{path: signedPath, query: signed(query(), "yyyyxxxx", now), body: good}, 401, "Sign does not match"},
+		{"Sign in upper case", call{path: signedPath, query: with(signedQuery(), "Sign", strings.ToUpper(sign(vectorToken, now))), body: good}, 401, "Sign does not match"},
+		{"RequestTime changed after signing", call{path: signedPath, query: with(signedQuery(), "RequestTime", strconv.FormatInt(fixedNow.Unix()+1, 10)), body: good}, 401, "Sign does not match"},
+		{"RequestTime not a number", call{path: signedPath, query: signed(query(), vectorToken, "yesterday"), body: good}, 401, "RequestTime must be Unix seconds"},
+		{"RequestTime 61s old", call{path: signedPath, query: signed(query(), vectorToken, strconv.FormatInt(fixedNow.Unix()-61, 10)), body: good}, 401, "RequestTime is more than 1m0s from the receiver's clock"},
+		{"RequestTime 61s ahead", call{path: signedPath, query: signed(query(), vectorToken, strconv.FormatInt(fixedNow.Unix()+61, 10)), body: good}, 401, "RequestTime is more than 1m0s from the receiver's clock"},
+		{"token Secret missing", call{path: Path(h.ns, "no-secret"), query: signedQuery(), body: good}, 503, "callback authentication token is unavailable"},
+		{"token Secret lacks the key", call{path: Path(h.ns, "wrong-key"), query: signedQuery(), body: good}, 503, "callback authentication token is unavailable"},
+		{"Sign comes before contenttype", call{path: signedPath, query: with(signed(query(), "other", now), "contenttype", "xml"), body: good}, 401, "Sign does not match"},
+
+		// contenttype and size.
+		{"contenttype missing", call{path: plain, query: without(query(), "contenttype"), body: good}, 400, "contenttype must be json"},
+		{"contenttype xml", call{path: plain, query: with(query(), "contenttype", "xml"), body: good}, 400, "contenttype must be json"},
+		{"contenttype comes before the body", call{path: plain, query: with(query(), "contenttype", "form"), body: "not json"}, 400, "contenttype must be json"},
+		{"body over 1 MiB", call{path: plain, query: query(), body: good + strings.Repeat(" ", 1<<20)}, 413, "body is larger than 1048576 bytes"},
+		{"body over 1 MiB without Content-Length", call{path: plain, query: query(), body: good + strings.Repeat(" ", 1<<20), chunked: true}, 413, "body is larger than 1048576 bytes"},
+
+		// The body as JSON.
+		{"empty body", call{path: plain, query: query()}, 400, "body is not valid JSON"},
+		{"body not JSON", call{path: plain, query: query(), body: "CallbackCommand=Sns.CallbackFriendDelete"}, 400, "body is not valid JSON"},
+		{"body cut short", call{path: plain, query: query(), body: good[:len(good)-2]}, 400, "body is not valid JSON"},
+		{"body with trailing data", call{path: plain, query: query(), body: good + "{}"}, 400, "body is not valid JSON"},
+		{"body is an array", call{path: plain, query: query(), body: "[" + good + "]"}, 400, "body is not a JSON object"},
+		{"body is null", call{path: plain, query: query(), body: "null"}, 400, "body is not a JSON object"},
+		{"body not UTF-8", call{path: plain, query: query(), body: bodyWith(`[{"From_Account":"ali` + "\xff" + `ce","To_Account":"bob"}]`)}, 400, "body is not valid UTF-8"},
+
+		// CallbackCommand.
+		{"body command of another callback", call{path: plain, query: query(), body: strings.Replace(good, "Sns.CallbackFriendDelete", "Sns.CallbackFriendAdd", 1)}, 400, "CallbackCommand in the body must be Sns.CallbackFriendDelete"},
+		{"body command missing", call{path: plain, query: query(), body: `{"PairList":[{"From_Account":"a","To_Account":"b"}]}`}, 400, "CallbackCommand in the body must be Sns.CallbackFriendDelete"},
+		{"body command in another case", call{path: plain, query: query(), body: strings.Replace(good, "CallbackCommand", "callbackcommand", 1)}, 400, "CallbackCommand in the body must be Sns.CallbackFriendDelete"},
+		{"body command not a string", call{path: plain, query: query(), body: `{"CallbackCommand":1,"PairList":[{"From_Account":"a","To_Account":"b"}]}`}, 400, "CallbackCommand in the body must be Sns.CallbackFriendDelete"},
+		{"query command of another callback", call{path: plain, query: with(query(), "CallbackCommand", "Sns.CallbackFriendAdd"), body: good}, 400, "CallbackCommand in the query must be Sns.CallbackFriendDelete"},
+		{"query command missing", call{path: plain, query: without(query(), "CallbackCommand"), body: good}, 400, "CallbackCommand in the query must be Sns.CallbackFriendDelete"},
+
+		// PairList.
+		{"PairList missing", call{path: plain, query: query(), body: `{"CallbackCommand":"Sns.CallbackFriendDelete"}`}, 400, "PairList is missing"},
+		{"PairList null", call{path: plain, query: query(), body: bodyWith("null")}, 400, "PairList is missing"},
+		{"PairList empty", call{path: plain, query: query(), body: bodyWith("[]")}, 400, "PairList is empty"},
+		{"PairList an object", call{path: plain, query: query(), body: bodyWith(`{"From_Account":"a","To_Account":"b"}`)}, 400, "PairList must be an array"},
+		{"PairList item a string", call{path: plain, query: query(), body: bodyWith(`["a->b"]`)}, 400, "PairList[0] must be an object"},
+		{"more than 2000 distinct pairs", call{path: plain, query: query(), body: pairsBody(tooMany...)}, 400, "PairList has more than 2000 distinct pairs"},
+
+		// Accounts.
+		{"From_Account empty", call{path: plain, query: query(), body: pairsBody("", "bob")}, 400, "PairList[0].From_Account is empty"},
+		{"To_Account missing", call{path: plain, query: query(), body: bodyWith(`[{"From_Account":"a","To_Account":"b"},{"From_Account":"a"}]`)}, 400, "PairList[1].To_Account is missing"},
+		{"account key in another case", call{path: plain, query: query(), body: bodyWith(`[{"from_account":"a","To_Account":"b"}]`)}, 400, "PairList[0].From_Account is missing"},
+		{"From_Account a number", call{path: plain, query: query(), body: bodyWith(`[{"From_Account":42,"To_Account":"b"}]`)}, 400, "PairList[0].From_Account must be a string"},
+		{"To_Account null", call{path: plain, query: query(), body: bodyWith(`[{"From_Account":"a","To_Account":null}]`)}, 400, "PairList[0].To_Account must be a string"},
+		{"To_Account over 128 bytes", call{path: plain, query: query(), body: pairsBody("alice", strings.Repeat("é", 65))}, 400, "PairList[0].To_Account is longer than 128 bytes"},
+		{"From_Account with a control character", call{path: plain, query: query(), body: pairsBody("ali\u0007ce", "bob")}, 400, "PairList[0].From_Account contains a control character"},
+		{"To_Account with a C1 control character", call{path: plain, query: query(), body: pairsBody("alice", "bo\u0085b")}, 400, "PairList[0].To_Account contains a control character"},
+		{"From_Account a lone surrogate", call{path: plain, query: query(), body: bodyWith(`[{"From_Account":"\ud800","To_Account":"b"}]`)}, 400, "PairList[0].From_Account is not valid UTF-8"},
+	}
+	if len(cases) < 30 {
+		t.Fatalf("only %d cases", len(cases))
+	}
+	h.logs.take()
+
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			g := NewWithT(t)
+			r := h.do(tc.call)
+
+			g.Expect(r.status).To(Equal(tc.status))
+			g.Expect(r.answer).To(Equal(answer{ActionStatus: "FAIL", ErrorCode: 1, ErrorInfo: tc.info}))
+			g.Expect(r.header.Get("Content-Type")).To(Equal("application/json"))
+			if tc.status == http.StatusMethodNotAllowed {
+				g.Expect(r.header.Get("Allow")).To(Equal(http.MethodPost))
+			}
+			g.Expect(h.deletions()).To(BeEmpty())
+
+			lines := h.logs.take()
+			g.Expect(lines).To(HaveLen(1))
+			g.Expect(lines[0]).To(HaveKeyWithValue("msg", "callback rejected"))
+			g.Expect(lines[0]).To(HaveKeyWithValue("errorInfo", tc.info))
+			g.Expect(lines[0]).To(HaveKeyWithValue("status", float64(tc.status)))
+			g.Expect(lines[0]).To(HaveKey("reason"))
+			g.Expect(fmt.Sprint(lines[0])).NotTo(ContainSubstring(vectorToken), "the log never carries the token")
+			g.Expect(fmt.Sprint(lines[0])).NotTo(ContainSubstring("alice"), "the log never carries the body")
+		})
+	}
+}

@@ -1,0 +1,115 @@
+package webhook
+
+import (
+	"fmt"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"k8s.io/apimachinery/pkg/api/meta"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/rest"
+	"k8s.io/utils/clock"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
+)
+
+// ReadyzCheckName is the name SetupWithManager registers the receiver's
+// readiness check under.
+const ReadyzCheckName = "callback-receiver"
+
+// userAgent names the receiver's writes in API server audit logs and
+// priority-and-fairness matching.
+const userAgent = "friend-deletion-operator/callback-receiver"
+
+// +kubebuilder:rbac:groups=sns.imcallback.io,resources=callbackconfigs,verbs=get;list;watch
+// +kubebuilder:rbac:groups=sns.imcallback.io,resources=callbackconfigs/status,verbs=get;patch
+// +kubebuilder:rbac:groups=sns.imcallback.io,resources=frienddeletions,verbs=create
+// +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch
+
+// SetupWithManager adds the callback receiver to mgr: the HTTP server, which
+// runs on every replica without leader election, and the flusher that writes
+// callback counters to CallbackConfig status in batches. It registers the
+// receiver's Prometheus metrics with controller-runtime's registry, which the
+// manager's metrics endpoint serves, and its readiness check as
+// "callback-receiver".
+func SetupWithManager(mgr ctrl.Manager, opts Options) error {
+	r, err := setup(mgr, opts, ctrlmetrics.Registry)
+	if err != nil {
+		return err
+	}
+	return mgr.AddReadyzCheck(ReadyzCheckName, r.ReadyCheck)
+}
+
+// parts are what setup adds to a manager, for tests to reach.
+type parts struct {
+	*Receiver
+	server  *server
+	flusher *statusFlusher
+}
+
+func setup(mgr ctrl.Manager, opts Options, reg prometheus.Registerer) (*parts, error) {
+	if err := opts.Validate(); err != nil {
+		return nil, err
+	}
+	m, err := newMetrics(reg)
+	if err != nil {
+		return nil, fmt.Errorf("registering callback receiver metrics: %w", err)
+	}
+	writer, err := newWriter(mgr.GetConfig(), mgr.GetScheme(), mgr.GetRESTMapper(), opts)
+	if err != nil {
+		return nil, err
+	}
+	log := mgr.GetLogger().WithName("callback-receiver")
+	ready := newReadiness()
+	counts := newCounters()
+	r := &Receiver{
+		reader:   mgr.GetClient(),
+		store:    &store{client: writer, metrics: m},
+		rules:    rules{trustForwardedFor: opts.TrustForwardedFor},
+		maxBody:  opts.MaxBodyBytes,
+		budget:   opts.WriteTimeout,
+		clock:    clock.RealClock{},
+		metrics:  m,
+		counters: counts,
+		log:      log,
+		ready:    ready,
+	}
+	srv := newServer(opts, r, mgr.GetCache(), ready, log)
+	flusher := &statusFlusher{
+		counters: counts,
+		cached:   mgr.GetClient(),
+		direct:   mgr.GetAPIReader(),
+		writer:   writer,
+		interval: opts.StatusFlushInterval,
+		metrics:  m,
+		log:      log,
+		drained:  srv.done,
+	}
+	if err := mgr.Add(srv); err != nil {
+		return nil, err
+	}
+	if err := mgr.Add(flusher); err != nil {
+		return nil, err
+	}
+	return &parts{Receiver: r, server: srv, flusher: flusher}, nil
+}
+
+// newWriter builds the receiver's own client for writes, with its own
+// connection and rate limit, so that callbacks and controllers do not
+// throttle each other.
+func newWriter(base *rest.Config, scheme *runtime.Scheme, mapper meta.RESTMapper, opts Options) (client.Client, error) {
+	cfg := rest.CopyConfig(base)
+	cfg.QPS = float32(opts.KubeAPIQPS)
+	cfg.Burst = opts.KubeAPIBurst
+	cfg.RateLimiter = nil
+	cfg.UserAgent = userAgent
+	httpClient, err := rest.HTTPClientFor(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("callback receiver API client: %w", err)
+	}
+	c, err := client.New(cfg, client.Options{Scheme: scheme, Mapper: mapper, HTTPClient: httpClient})
+	if err != nil {
+		return nil, fmt.Errorf("callback receiver API client: %w", err)
+	}
+	return c, nil
+}
