@@ -2,11 +2,13 @@
 // kube-controller-manager, kube-scheduler and kwok with one fake node) from
 // the binaries `make control-plane` builds, and `make run` on top of it.
 //
-//	localcluster up    start the cluster and keep it running until Ctrl-C
-//	localcluster run   what `make run` does: run the manager against the
-//	                   current kubeconfig context when it is reachable,
-//	                   otherwise against a local cluster with the CRDs and a
-//	                   sample CallbackConfig installed
+//	localcluster up         start the cluster and keep it running until Ctrl-C
+//	localcluster run        what `make run` does: run the manager against the
+//	                        current kubeconfig context when it is reachable,
+//	                        otherwise against a local cluster with the CRDs
+//	                        and a sample CallbackConfig installed
+//	localcluster reachable  exit 0 when the current kubeconfig context's API
+//	                        server answers, 1 otherwise
 //
 // Every process it starts is stopped on Ctrl-C (SIGINT) or SIGTERM.
 package main
@@ -42,8 +44,15 @@ func run(args []string) error {
 		return up(ctx, args)
 	case "run":
 		return runOperator(ctx, args)
+	case "reachable":
+		current, err := reachableContext(ctx)
+		if err != nil {
+			return err
+		}
+		fmt.Println(current)
+		return nil
 	default:
-		return fmt.Errorf("unknown command %q: want up or run", cmd)
+		return fmt.Errorf("unknown command %q: want up, run or reachable", cmd)
 	}
 }
 

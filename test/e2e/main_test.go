@@ -1,0 +1,238 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+	"sigs.k8s.io/yaml"
+
+	"github.com/imcallback/friend-deletion-operator/hack/localcluster/cluster"
+	"github.com/imcallback/friend-deletion-operator/internal/testenv"
+)
+
+var (
+	// root is the repository's top folder.
+	root = testenv.RepoRoot()
+	// local is the cluster every test runs against.
+	local *cluster.Cluster
+	// manager is the operator's process.
+	manager *cluster.Process
+	// receiverURL is the manager's callback receiver.
+	receiverURL string
+)
+
+// ctx is the tests' context: the tests bound their waits themselves.
+func ctx() context.Context { return context.Background() }
+
+func TestMain(m *testing.M) {
+	code, err := run(m)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "e2e:", err)
+		code = 1
+	}
+	os.Exit(code)
+}
+
+func run(m *testing.M) (code int, err error) {
+	ctx := context.Background()
+	managerBin := os.Getenv("MANAGER")
+	if managerBin == "" {
+		managerBin = filepath.Join(root, "bin", "manager")
+	}
+	if _, err := os.Stat(managerBin); err != nil {
+		return 1, fmt.Errorf("the manager binary %s is missing: run the tests with `make test-e2e`, which builds it", managerBin)
+	}
+
+	dir := filepath.Join(root, "bin", "e2e-cluster")
+	local, err = cluster.Start(ctx, cluster.Options{Dir: dir, Out: os.Stdout})
+	if err != nil {
+		return 1, err
+	}
+	defer func() {
+		if manager != nil {
+			if stopErr := manager.Stop(15 * time.Second); stopErr != nil {
+				err = errors.Join(err, stopErr)
+			}
+		}
+		if stopErr := local.Stop(); stopErr != nil {
+			err = errors.Join(err, stopErr)
+		}
+		if code != 0 {
+			fmt.Printf("logs of the cluster and the manager: %s\n", filepath.Join(dir, "logs"))
+		}
+	}()
+
+	if err := startManager(ctx, managerBin); err != nil {
+		return 1, err
+	}
+	return m.Run(), nil
+}
+
+// startManager installs the operator from config/default (everything but
+// the Deployment: the manager runs here as a process, with the identity and
+// RBAC the Deployment would have) and starts bin/manager.
+func startManager(ctx context.Context, bin string) error {
+	fmt.Println("installing config/default (without its Deployment) ...")
+	rendered, err := kubectl(ctx, nil, "kustomize", filepath.Join(root, "config", "default"))
+	if err != nil {
+		return fmt.Errorf("rendering config/default: %w", err)
+	}
+	manifests, sa, err := withoutDeployment(rendered)
+	if err != nil {
+		return err
+	}
+	if sa == nil {
+		return errors.New("config/default renders no ServiceAccount for the manager")
+	}
+	if _, err := kubectl(ctx, manifests, "apply", "--server-side", "-f", "-"); err != nil {
+		return fmt.Errorf("applying config/default: %w", err)
+	}
+	if _, err := kubectl(ctx, nil, "wait", "--for=condition=Established", "--timeout=60s", "crd/callbackconfigs.sns.imcallback.io", "crd/frienddeletions.sns.imcallback.io"); err != nil {
+		return err
+	}
+	token, err := kubectl(ctx, nil, "create", "token", sa.GetName(), "-n", sa.GetNamespace(), "--duration=24h")
+	if err != nil {
+		return fmt.Errorf("creating a token for the manager's ServiceAccount: %w", err)
+	}
+	kubeconfig, err := local.WriteTokenKubeconfig("manager", strings.TrimSpace(string(token)))
+	if err != nil {
+		return err
+	}
+
+	ports := make([]int, 3)
+	for i := range ports {
+		if ports[i], err = freePort(); err != nil {
+			return err
+		}
+	}
+	receiverAddr := "127.0.0.1:" + strconv.Itoa(ports[0])
+	healthAddr := "127.0.0.1:" + strconv.Itoa(ports[1])
+	receiverURL = "http://" + receiverAddr
+	manager = &cluster.Process{
+		Name: "manager",
+		Path: bin,
+		Args: []string{
+			"--kubeconfig=" + kubeconfig,
+			"--receiver-bind-address=" + receiverAddr,
+			"--health-probe-bind-address=" + healthAddr,
+			"--metrics-bind-address=127.0.0.1:" + strconv.Itoa(ports[2]),
+			// Leader election as deployed, in the operator's namespace,
+			// so its Role is exercised too.
+			"--leader-elect",
+			"--leader-election-namespace=" + sa.GetNamespace(),
+			"--zap-log-level=debug",
+		},
+		LogPath: filepath.Join(local.Dir, "logs", "manager.log"),
+	}
+	fmt.Printf("starting %s as ServiceAccount %s/%s ...\n", bin, sa.GetNamespace(), sa.GetName())
+	if err := manager.Start(); err != nil {
+		return err
+	}
+	return waitForHTTP(ctx, "http://"+healthAddr+"/readyz")
+}
+
+// withoutDeployment drops the Deployment from a multi-document YAML stream
+// and returns the rest, and the ServiceAccount it holds.
+func withoutDeployment(manifests []byte) ([]byte, *unstructured.Unstructured, error) {
+	var out bytes.Buffer
+	var sa *unstructured.Unstructured
+	reader := utilyaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(manifests)))
+	for {
+		doc, err := reader.Read()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return nil, nil, err
+		}
+		var obj unstructured.Unstructured
+		if err := yaml.Unmarshal(doc, &obj.Object); err != nil {
+			return nil, nil, err
+		}
+		switch obj.GetKind() {
+		case "":
+			continue
+		case "Deployment":
+			continue
+		case "ServiceAccount":
+			sa = obj.DeepCopy()
+		}
+		out.WriteString("---\n")
+		out.Write(doc)
+	}
+	return out.Bytes(), sa, nil
+}
+
+// waitForHTTP polls url until it answers 200, or the manager exits.
+func waitForHTTP(ctx context.Context, url string) error {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	ticker := time.NewTicker(200 * time.Millisecond)
+	defer ticker.Stop()
+	var last error
+	for {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		resp, err := http.DefaultClient.Do(req)
+		if err == nil {
+			_ = resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+			err = errors.New(resp.Status)
+		}
+		last = err
+		select {
+		case <-manager.Done():
+			return manager.ExitError()
+		case <-ctx.Done():
+			return fmt.Errorf("the manager is not ready at %s: %v", url, last)
+		case <-ticker.C:
+		}
+	}
+}
+
+// kubectl runs the cluster's kubectl as the admin, with stdin when given,
+// and returns its standard output.
+func kubectl(ctx context.Context, stdin []byte, args ...string) ([]byte, error) {
+	cmd := local.Kubectl(ctx, args...)
+	if stdin != nil {
+		cmd.Stdin = bytes.NewReader(stdin)
+	}
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		var exit *exec.ExitError
+		if errors.As(err, &exit) {
+			return out, fmt.Errorf("kubectl %s: %w: %s", strings.Join(args, " "), err, strings.TrimSpace(stderr.String()))
+		}
+		return out, err
+	}
+	return out, nil
+}
+
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
