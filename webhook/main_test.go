@@ -63,13 +63,14 @@ func TestMain(m *testing.M) {
 	}
 	env = e
 	ctx, cancel := context.WithCancel(context.Background())
-	stopped := make(chan struct{})
-	if err := startSharedManager(ctx, stopped); err != nil {
+	mgr, stopped, err := startManager(ctx, env)
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "starting the test manager:", err)
 		cancel()
 		_ = env.Stop()
 		os.Exit(1)
 	}
+	shared = mgr
 	code := m.Run()
 	cancel()
 	<-stopped
@@ -91,16 +92,19 @@ func needsControlPlane() bool {
 	return get("test.list") == "" && get("test.fuzz") == "" && get("test.fuzzworker") != "true" && get("test.run") != "^$"
 }
 
-func startSharedManager(ctx context.Context, stopped chan<- struct{}) error {
-	mgr, err := ctrl.NewManager(env.Config, ctrl.Options{
-		Scheme:                 env.Scheme,
+// startManager starts a manager on e whose cache holds CallbackConfigs and
+// Secrets; stopped is closed when it has stopped after ctx ends.
+func startManager(ctx context.Context, e *testenv.Env) (ctrl.Manager, <-chan struct{}, error) {
+	mgr, err := ctrl.NewManager(e.Config, ctrl.Options{
+		Scheme:                 e.Scheme,
 		Metrics:                metricsserver.Options{BindAddress: "0"},
 		HealthProbeBindAddress: "0",
 		Logger:                 testLogs,
 	})
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
+	stopped := make(chan struct{})
 	go func() {
 		defer close(stopped)
 		if err := mgr.Start(ctx); err != nil {
@@ -109,11 +113,10 @@ func startSharedManager(ctx context.Context, stopped chan<- struct{}) error {
 	}()
 	for _, obj := range []client.Object{&snsv1alpha1.CallbackConfig{}, &corev1.Secret{}} {
 		if _, err := mgr.GetCache().GetInformer(ctx, obj); err != nil {
-			return err
+			return nil, nil, err
 		}
 	}
-	shared = mgr
-	return nil
+	return mgr, stopped, nil
 }
 
 // requireEnv skips a test that needs the control plane when the run did not
@@ -133,6 +136,8 @@ var fixedNow = time.Unix(1669872117, 0)
 // reading through the shared manager's cache and writing to the API server.
 type harness struct {
 	t        *testing.T
+	env      *testenv.Env
+	mgr      ctrl.Manager
 	ns       string
 	recv     *Receiver
 	srv      *httptest.Server
@@ -147,6 +152,12 @@ type harnessOption func(*Options)
 func newHarness(t *testing.T, opts ...harnessOption) *harness {
 	t.Helper()
 	requireEnv(t)
+	return newHarnessOn(t, env, shared, opts...)
+}
+
+// newHarnessOn is newHarness on another control plane and manager.
+func newHarnessOn(t *testing.T, env *testenv.Env, mgr ctrl.Manager, opts ...harnessOption) *harness {
+	t.Helper()
 	o := DefaultOptions()
 	for _, f := range opts {
 		f(&o)
@@ -156,20 +167,22 @@ func newHarness(t *testing.T, opts ...harnessOption) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	writer, err := newWriter(env.Config, env.Scheme, shared.GetRESTMapper(), o)
+	writer, err := newWriter(env.Config, env.Scheme, mgr.GetRESTMapper(), o)
 	if err != nil {
 		t.Fatal(err)
 	}
 	logs := &logRecorder{}
 	h := &harness{
 		t:        t,
+		env:      env,
+		mgr:      mgr,
 		ns:       env.Namespace(t),
 		clock:    clocktesting.NewFakePassiveClock(fixedNow),
 		registry: reg,
 		logs:     logs,
 	}
 	h.recv = &Receiver{
-		reader:   shared.GetClient(),
+		reader:   mgr.GetClient(),
 		store:    &store{client: writer, metrics: m},
 		rules:    rules{trustForwardedFor: o.TrustForwardedFor},
 		maxBody:  o.MaxBodyBytes,
@@ -228,7 +241,7 @@ func (h *harness) config(name string, mutate func(*snsv1alpha1.CallbackConfig)) 
 	if mutate != nil {
 		mutate(cfg)
 	}
-	if err := env.Client.Create(h.t.Context(), cfg); err != nil {
+	if err := h.env.Client.Create(h.t.Context(), cfg); err != nil {
 		h.t.Fatalf("creating CallbackConfig %s: %v", name, err)
 	}
 	h.waitCached(cfg, &snsv1alpha1.CallbackConfig{})
@@ -240,7 +253,7 @@ func (h *harness) config(name string, mutate func(*snsv1alpha1.CallbackConfig)) 
 func (h *harness) secret(name, key, value string) {
 	h.t.Helper()
 	sec := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: h.ns, Name: name}}
-	_, err := ctrl.CreateOrUpdate(h.t.Context(), env.Client, sec, func() error {
+	_, err := ctrl.CreateOrUpdate(h.t.Context(), h.env.Client, sec, func() error {
 		sec.Data = map[string][]byte{key: []byte(value)}
 		return nil
 	})
@@ -253,7 +266,7 @@ func (h *harness) secret(name, key, value string) {
 func (h *harness) waitCached(obj client.Object, into client.Object) {
 	h.t.Helper()
 	NewWithT(h.t).Eventually(func(g Gomega) {
-		g.Expect(shared.GetCache().Get(h.t.Context(), client.ObjectKeyFromObject(obj), into)).To(Succeed())
+		g.Expect(h.mgr.GetCache().Get(h.t.Context(), client.ObjectKeyFromObject(obj), into)).To(Succeed())
 		g.Expect(into.GetResourceVersion()).To(Equal(obj.GetResourceVersion()))
 	}).WithTimeout(30 * time.Second).WithPolling(20 * time.Millisecond).Should(Succeed())
 }
@@ -280,6 +293,15 @@ type reply struct {
 
 func (h *harness) do(c call) reply {
 	h.t.Helper()
+	r, err := h.send(c)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return r
+}
+
+// send is do for other goroutines than the test's: it returns the error.
+func (h *harness) send(c call) (reply, error) {
 	method := c.method
 	if method == "" {
 		method = http.MethodPost
@@ -292,38 +314,46 @@ func (h *harness) do(c call) reply {
 	if c.chunked {
 		body = io.MultiReader(strings.NewReader(c.body)) // hides the length
 	}
-	req, err := http.NewRequestWithContext(h.t.Context(), method, u, body)
+	req, err := http.NewRequestWithContext(context.Background(), method, u, body)
 	if err != nil {
-		h.t.Fatal(err)
+		return reply{}, err
 	}
 	for k, v := range c.header {
 		req.Header[k] = v
 	}
-	return doRequest(h.t, h.http, req)
+	return sendRequest(h.http, req)
 }
 
 func doRequest(t testing.TB, hc *http.Client, req *http.Request) reply {
 	t.Helper()
+	r, err := sendRequest(hc, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+func sendRequest(hc *http.Client, req *http.Request) (reply, error) {
 	resp, err := hc.Do(req)
 	if err != nil {
-		t.Fatalf("%s %s: %v", req.Method, req.URL.Path, err)
+		return reply{}, fmt.Errorf("%s %s: %w", req.Method, req.URL.Path, err)
 	}
 	defer resp.Body.Close()
 	raw, err := io.ReadAll(resp.Body)
 	if err != nil {
-		t.Fatal(err)
+		return reply{}, err
 	}
 	r := reply{status: resp.StatusCode, header: resp.Header, raw: string(raw)}
 	if err := json.Unmarshal(raw, &r.answer); err != nil {
-		t.Fatalf("answer is not JSON: %q", raw)
+		return r, fmt.Errorf("answer is not JSON: %q", raw)
 	}
-	return r
+	return r, nil
 }
 
 // deletions lists the namespace's FriendDeletions from the API server.
 func (h *harness) deletions() []snsv1alpha1.FriendDeletion {
 	h.t.Helper()
-	return listDeletions(h.t, env.Client, h.ns)
+	return listDeletions(h.t, h.env.Client, h.ns)
 }
 
 func listDeletions(t testing.TB, c client.Reader, ns string) []snsv1alpha1.FriendDeletion {
@@ -381,7 +411,9 @@ func expectOK(t testing.TB, r reply) {
 	}
 }
 
-func key(ns, name string) types.NamespacedName { return types.NamespacedName{Namespace: ns, Name: name} }
+func key(ns, name string) types.NamespacedName {
+	return types.NamespacedName{Namespace: ns, Name: name}
+}
 
 // tlsClient trusts only the given certificate.
 func tlsClient(pool *tls.Config) *http.Client {
