@@ -1,0 +1,89 @@
+package install
+
+import (
+	"testing"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/util/intstr"
+)
+
+// checkManagerPod checks what every install must give the manager's pods:
+// the restricted pod security settings, the probes on the health port, and
+// the receiver, metrics and health ports the Services point at.
+func checkManagerPod(t *testing.T, d *appsv1.Deployment) corev1.Container {
+	t.Helper()
+	pod := d.Spec.Template.Spec
+	if len(pod.Containers) != 1 || pod.Containers[0].Name != "manager" {
+		t.Fatalf("the pod should run exactly one container named manager, has %d", len(pod.Containers))
+	}
+	c := pod.Containers[0]
+
+	psc := pod.SecurityContext
+	if psc == nil || psc.RunAsNonRoot == nil || !*psc.RunAsNonRoot {
+		t.Errorf("pod securityContext.runAsNonRoot should be true, got %+v", psc)
+	}
+	if psc == nil || psc.SeccompProfile == nil || psc.SeccompProfile.Type != corev1.SeccompProfileTypeRuntimeDefault {
+		t.Errorf("pod securityContext.seccompProfile should be RuntimeDefault, got %+v", psc)
+	}
+	sc := c.SecurityContext
+	switch {
+	case sc == nil:
+		t.Errorf("the manager container has no securityContext")
+	default:
+		if sc.ReadOnlyRootFilesystem == nil || !*sc.ReadOnlyRootFilesystem {
+			t.Errorf("readOnlyRootFilesystem should be true")
+		}
+		if sc.AllowPrivilegeEscalation == nil || *sc.AllowPrivilegeEscalation {
+			t.Errorf("allowPrivilegeEscalation should be false")
+		}
+		if sc.Capabilities == nil || len(sc.Capabilities.Drop) != 1 || sc.Capabilities.Drop[0] != "ALL" || len(sc.Capabilities.Add) != 0 {
+			t.Errorf("capabilities should drop ALL and add none, got %+v", sc.Capabilities)
+		}
+	}
+	if c.Resources.Requests.Memory().IsZero() || c.Resources.Limits.Memory().IsZero() {
+		t.Errorf("the manager should have memory requests and limits, got %+v", c.Resources)
+	}
+
+	for name, want := range map[string]int32{"receiver": 8080, "metrics": 9090, "health": 8081} {
+		if got := containerPort(c, name); got != want {
+			t.Errorf("container port %q = %d, want %d", name, got, want)
+		}
+	}
+	for _, arg := range []string{"--receiver-bind-address=:8080", "--metrics-bind-address=:9090", "--health-probe-bind-address=:8081"} {
+		if !hasArg(c.Args, arg) {
+			t.Errorf("args %q lack %s", c.Args, arg)
+		}
+	}
+	checkProbe(t, "liveness", c.LivenessProbe, "/healthz")
+	checkProbe(t, "readiness", c.ReadinessProbe, "/readyz")
+	return c
+}
+
+func checkProbe(t *testing.T, kind string, p *corev1.Probe, path string) {
+	t.Helper()
+	if p == nil || p.HTTPGet == nil {
+		t.Errorf("no HTTP %s probe", kind)
+		return
+	}
+	if p.HTTPGet.Path != path || p.HTTPGet.Port != intstr.FromString("health") {
+		t.Errorf("%s probe gets %s on port %s, want %s on port health", kind, p.HTTPGet.Path, p.HTTPGet.Port.String(), path)
+	}
+}
+
+// checkServiceReaches checks that a Service selects the Deployment's pods
+// and forwards its one port to the named container port.
+func checkServiceReaches(t *testing.T, svc *corev1.Service, d *appsv1.Deployment, targetPort string, port int32) {
+	t.Helper()
+	if len(svc.Spec.Selector) == 0 || !labels.SelectorFromSet(svc.Spec.Selector).Matches(labels.Set(d.Spec.Template.Labels)) {
+		t.Errorf("Service %s selector %v does not match the pod labels %v", svc.Name, svc.Spec.Selector, d.Spec.Template.Labels)
+	}
+	if len(svc.Spec.Ports) != 1 {
+		t.Fatalf("Service %s has %d ports, want 1", svc.Name, len(svc.Spec.Ports))
+	}
+	p := svc.Spec.Ports[0]
+	if p.Port != port || p.TargetPort != intstr.FromString(targetPort) {
+		t.Errorf("Service %s forwards port %d to %s, want %d to %s", svc.Name, p.Port, p.TargetPort.String(), port, targetPort)
+	}
+}
