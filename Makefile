@@ -57,7 +57,7 @@ tidy:
 	cd hack/controlplane && go mod tidy
 
 .PHONY: verify
-verify: generate manifests tidy fmt vet ## Regenerate and tidy; fail on any diff.
+verify: generate manifests verify-install tidy fmt vet ## Regenerate and tidy; fail on any diff.
 	@if [ -n "$$(git status --porcelain --untracked-files=all -- . ':!bin')" ]; then \
 		echo "make verify: generated, tidied or formatted files differ from what is committed:"; \
 		git status --porcelain --untracked-files=all -- . ':!bin'; \
@@ -75,7 +75,7 @@ envtest-assets:
 	hack/build-control-plane.sh kube-apiserver etcd kubectl
 
 .PHONY: test
-test: envtest-assets ## Run unit and envtest suites.
+test: envtest-assets kustomize helm ## Run unit and envtest suites.
 	KUBEBUILDER_ASSETS=$(K8S_ASSETS) go test $(GO_TEST_FLAGS) ./...
 
 .PHONY: fuzz
