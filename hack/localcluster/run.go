@@ -63,9 +63,9 @@ func runOperator(ctx context.Context, args []string) error {
 		return fmt.Errorf("the manager binary %s is missing: run `make build`", f.manager)
 	}
 	for _, a := range []struct{ what, addr string }{
-		{"the manager's callback receiver", f.receiverAddr},
-		{"the manager's health probes", f.healthAddr},
-		{"the manager's metrics", f.metricsAddr},
+		{"the manager's callback receiver (--receiver-bind-address)", f.receiverAddr},
+		{"the manager's health probes (--health-probe-bind-address)", f.healthAddr},
+		{"the manager's metrics (--metrics-bind-address)", f.metricsAddr},
 	} {
 		if err := cluster.CheckAddrFree(a.what, a.addr); err != nil {
 			return err
@@ -115,8 +115,7 @@ func runAgainstCurrentContext(ctx context.Context, f *runFlags, current string) 
 	if _, err := os.Stat(kubectl); err != nil {
 		kubectl = "kubectl"
 	}
-	fmt.Printf("installing the CRDs from %s ...\n", f.crds)
-	if err := runCommand(ctx, kubectl, "apply", "--server-side", "-f", f.crds); err != nil {
+	if err := installCRDs(ctx, f.crds, kubectl); err != nil {
 		return err
 	}
 	mgr, err := startManager(ctx, f, "")
@@ -142,11 +141,7 @@ func runLocal(ctx context.Context, f *runFlags) (retErr error) {
 		}
 	}()
 
-	fmt.Printf("installing the CRDs from %s ...\n", f.crds)
-	if err := runCommand(ctx, c.KubectlPath(), "--kubeconfig="+c.KubeconfigPath, "apply", "--server-side", "-f", f.crds); err != nil {
-		return err
-	}
-	if err := runCommand(ctx, c.KubectlPath(), "--kubeconfig="+c.KubeconfigPath, "wait", "--for=condition=Established", "--timeout=60s", "-f", f.crds); err != nil {
+	if err := installCRDs(ctx, f.crds, c.KubectlPath(), "--kubeconfig="+c.KubeconfigPath); err != nil {
 		return err
 	}
 	fmt.Printf("applying %s ...\n", f.samples)
@@ -160,6 +155,18 @@ func runLocal(ctx context.Context, f *runFlags) (retErr error) {
 		return err
 	}
 	return waitAndStop(ctx, mgr, c)
+}
+
+// installCRDs applies the CRDs and waits until the API server serves them:
+// the manager refuses to start before.
+func installCRDs(ctx context.Context, crds, kubectl string, kubectlArgs ...string) error {
+	fmt.Printf("installing the CRDs from %s ...\n", crds)
+	apply := append(append([]string{}, kubectlArgs...), "apply", "--server-side", "-f", crds)
+	if err := runCommand(ctx, kubectl, apply...); err != nil {
+		return err
+	}
+	wait := append(append([]string{}, kubectlArgs...), "wait", "--for=condition=Established", "--timeout=60s", "-f", crds)
+	return runCommand(ctx, kubectl, wait...)
 }
 
 // startManager starts the manager with its output on the terminal and

@@ -22,6 +22,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -175,7 +176,7 @@ func (c *Cluster) prepare(apiServerPort int) error {
 		}
 	}
 	if len(missing) > 0 {
-		return fmt.Errorf("missing from %s: %v; run `make control-plane` to build them (a cold build takes about 15 minutes)", c.AssetsDir, missing)
+		return fmt.Errorf("%s missing from %s: run `make control-plane` to build the local cluster's binaries (a cold build takes about 15 minutes)", strings.Join(missing, ", "), c.AssetsDir)
 	}
 	if apiServerPort != 0 {
 		if err := checkPortFree("kube-apiserver", apiServerPort); err != nil {
