@@ -177,6 +177,7 @@ type answer struct {
 // send sends the callback and decodes the answer.
 func send(t *testing.T, cb callback) answer {
 	t.Helper()
+	managerAlive(NewWithT(t))
 	q := url.Values{}
 	q.Set("SdkAppid", cb.sdkAppID)
 	q.Set("CallbackCommand", "Sns.CallbackFriendDelete")
@@ -297,6 +298,7 @@ func table(g Gomega, args ...string) (headers []string, rows []map[string]string
 
 // friendDeletions returns `kubectl get frienddeletions` in the namespace.
 func friendDeletions(g Gomega, namespace string) []map[string]string {
+	managerAlive(g)
 	headers, rows := table(g, "frienddeletions", "-n", namespace)
 	if rows != nil {
 		g.Expect(headers).To(Equal([]string{"NAME", "CONFIG", "FROM", "TO", "PAIRS", "PHASE", "AGE"}))

@@ -7,18 +7,23 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
+	"syscall"
 	"testing"
 	"time"
 
+	. "github.com/onsi/gomega"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"sigs.k8s.io/yaml"
@@ -51,7 +56,9 @@ func TestMain(m *testing.M) {
 }
 
 func run(m *testing.M) (code int, err error) {
-	ctx := context.Background()
+	flag.Parse()
+	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer cancel()
 	managerBin := os.Getenv("MANAGER")
 	if managerBin == "" {
 		managerBin = filepath.Join(root, "bin", "manager")
@@ -65,24 +72,69 @@ func run(m *testing.M) (code int, err error) {
 	if err != nil {
 		return 1, err
 	}
-	defer func() {
-		if manager != nil {
-			if stopErr := manager.Stop(15 * time.Second); stopErr != nil {
-				err = errors.Join(err, stopErr)
+	var stopOnce sync.Once
+	var stopErr error
+	stopAll := func() error {
+		stopOnce.Do(func() {
+			if manager != nil {
+				stopErr = manager.Stop(15 * time.Second)
 			}
-		}
-		if stopErr := local.Stop(); stopErr != nil {
-			err = errors.Join(err, stopErr)
-		}
+			stopErr = errors.Join(stopErr, local.Stop())
+		})
+		return stopErr
+	}
+	defer func() {
+		err = errors.Join(err, stopAll())
 		if code != 0 {
 			fmt.Printf("logs of the cluster and the manager: %s\n", filepath.Join(dir, "logs"))
 		}
 	}()
+	// Ctrl-C, or the end of -timeout, ends this process without running
+	// the deferred stop, and kube-apiserver and etcd would outlive it.
+	finished := make(chan struct{})
+	defer close(finished)
+	go func() {
+		select {
+		case <-ctx.Done():
+			fmt.Fprintln(os.Stderr, "e2e: interrupted: stopping the manager and the cluster")
+			_ = stopAll()
+			os.Exit(130)
+		case <-finished:
+		}
+	}()
+	if timeout := testTimeout(); timeout > 2*time.Minute {
+		alarm := time.AfterFunc(timeout-time.Minute, func() {
+			fmt.Fprintln(os.Stderr, "e2e: -timeout is a minute away: stopping the manager and the cluster so that nothing outlives the tests")
+			_ = stopAll()
+		})
+		defer alarm.Stop()
+	}
 
 	if err := startManager(ctx, managerBin); err != nil {
 		return 1, err
 	}
-	return m.Run(), nil
+	code = m.Run()
+	if exited, _ := manager.Exited(); exited {
+		return 1, manager.ExitError()
+	}
+	return code, nil
+}
+
+// testTimeout is go test's -timeout, 0 when there is none.
+func testTimeout() time.Duration {
+	f := flag.Lookup("test.timeout")
+	if f == nil {
+		return 0
+	}
+	d, _ := f.Value.(flag.Getter).Get().(time.Duration)
+	return d
+}
+
+// managerAlive fails g when the manager has exited.
+func managerAlive(g Gomega) {
+	if exited, _ := manager.Exited(); exited {
+		g.ExpectWithOffset(2, manager.ExitError()).NotTo(HaveOccurred())
+	}
 }
 
 // startManager installs the operator from config/default (everything but
