@@ -59,9 +59,13 @@ func run(m *testing.M) (code int, err error) {
 	flag.Parse()
 	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer cancel()
+	// MANAGER, relative to the repository's top folder, names the binary.
 	managerBin := os.Getenv("MANAGER")
 	if managerBin == "" {
-		managerBin = filepath.Join(root, "bin", "manager")
+		managerBin = filepath.Join("bin", "manager")
+	}
+	if !filepath.IsAbs(managerBin) {
+		managerBin = filepath.Join(root, managerBin)
 	}
 	if _, err := os.Stat(managerBin); err != nil {
 		return 1, fmt.Errorf("the manager binary %s is missing: run the tests with `make test-e2e`, which builds it", managerBin)
