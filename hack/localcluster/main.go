@@ -15,7 +15,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -97,5 +96,3 @@ func stopCluster(c *cluster.Cluster) error {
 	fmt.Println("stopped; logs are in", c.Dir+"/logs")
 	return nil
 }
-
-var errManagerExited = errors.New("the manager exited")

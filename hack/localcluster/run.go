@@ -214,7 +214,7 @@ func waitForManager(ctx context.Context, mgr *cluster.Process, healthAddr string
 		last = err
 		select {
 		case <-mgr.Done():
-			return fmt.Errorf("%w before it was ready: %v", errManagerExited, mgr.ExitError())
+			return fmt.Errorf("before it was ready, %w", mgr.ExitError())
 		case <-ctx.Done():
 			return fmt.Errorf("the manager is not ready at %s: %w (%v)", url, ctx.Err(), last)
 		case <-ticker.C:
@@ -230,7 +230,7 @@ func waitAndStop(ctx context.Context, mgr *cluster.Process, c *cluster.Cluster) 
 	case <-ctx.Done():
 		fmt.Println("\nstopping the manager ...")
 	case <-mgr.Done():
-		exited = fmt.Errorf("%w: %v", errManagerExited, mgr.ExitError())
+		exited = mgr.ExitError()
 	}
 	errs := []error{exited, mgr.Stop(15 * time.Second)}
 	if c != nil {

@@ -97,8 +97,6 @@ type Cluster struct {
 	stopErr  error
 }
 
-const totalSteps = 7
-
 // Start brings up the local cluster and returns once a Pod can be created and
 // scheduled onto the fake node. On error nothing it started is left running.
 func Start(ctx context.Context, opts Options) (_ *Cluster, retErr error) {
@@ -152,7 +150,7 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, retErr error) {
 		{"waiting for the default ServiceAccount (Pods need it)", c.waitForDefaultServiceAccount},
 	}
 	for i, s := range steps {
-		fmt.Fprintf(c.out, "[%d/%d] %s ...\n", i+1, totalSteps, s.what)
+		fmt.Fprintf(c.out, "[%d/%d] %s ...\n", i+1, len(steps), s.what)
 		stepBegan := time.Now()
 		if err := s.run(ctx); err != nil {
 			return nil, err
@@ -449,9 +447,6 @@ func (c *Cluster) Stop() error {
 	})
 	return c.stopErr
 }
-
-// Client is a clientset acting as the admin.
-func (c *Cluster) Client() kubernetes.Interface { return c.client }
 
 // KubectlPath is the kubectl built with the cluster's binaries.
 func (c *Cluster) KubectlPath() string { return filepath.Join(c.AssetsDir, "kubectl") }

@@ -69,14 +69,6 @@ func (p *Process) Start() error {
 	return nil
 }
 
-// Pid is the process id, 0 before Start.
-func (p *Process) Pid() int {
-	if p.cmd == nil || p.cmd.Process == nil {
-		return 0
-	}
-	return p.cmd.Process.Pid
-}
-
 // Done is closed when the process has exited.
 func (p *Process) Done() <-chan struct{} { return p.done }
 
@@ -130,18 +122,6 @@ func (p *Process) Stop(grace time.Duration) error {
 	_ = syscall.Kill(-pgid, syscall.SIGKILL)
 	<-p.done
 	return fmt.Errorf("%s (pid %d) did not stop within %s of SIGTERM and was killed", p.Name, pgid, grace)
-}
-
-// Kill sends SIGKILL to the process group and waits for the process.
-func (p *Process) Kill() {
-	if p.cmd == nil {
-		return
-	}
-	if done, _ := p.Exited(); done {
-		return
-	}
-	_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
-	<-p.done
 }
 
 // LogTail returns the last n lines of the process's log file.
