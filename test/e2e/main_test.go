@@ -148,7 +148,7 @@ func startManager(ctx context.Context, bin string) error {
 	fmt.Println("installing config/default (without its Deployment) ...")
 	rendered, err := kubectl(ctx, nil, "kustomize", filepath.Join(root, "config", "default"))
 	if err != nil {
-		return fmt.Errorf("rendering config/default: %w", err)
+		return fmt.Errorf("rendering config/default (`make manifests` writes config/rbac/role.yaml and the CRDs): %w", err)
 	}
 	manifests, sa, err := withoutDeployment(rendered)
 	if err != nil {
