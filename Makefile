@@ -2,7 +2,9 @@
 #
 #   make run       run the operator (brings up a local cluster when no
 #                  cluster is reachable)
-#   make test      unit and envtest suites against a real kube-apiserver
+#   make test      every suite CI runs: unit and envtest against a real
+#                  kube-apiserver, a bounded fuzz run, end to end on a local
+#                  cluster (make test-unit runs only the first)
 #   make verify    regenerate everything and fail on any difference
 #
 # Tool versions live in hack/tools/go.mod and hack/controlplane/go.mod.
@@ -24,7 +26,7 @@ export K8S_ASSETS
 
 CONTROLLER_GEN := $(BIN)/controller-gen
 GO_TEST_FLAGS ?=
-FUZZTIME ?= 20s
+FUZZTIME ?= 15s
 
 .PHONY: all
 all: build
@@ -75,7 +77,10 @@ envtest-assets:
 	hack/build-control-plane.sh kube-apiserver etcd kubectl
 
 .PHONY: test
-test: envtest-assets kustomize helm ## Run unit and envtest suites.
+test: test-unit fuzz test-e2e ## Run every suite CI runs: unit and envtest, a bounded fuzz run, end to end.
+
+.PHONY: test-unit
+test-unit: envtest-assets kustomize helm ## Run the unit and envtest suites (go test ./...).
 	KUBEBUILDER_ASSETS=$(K8S_ASSETS) go test $(GO_TEST_FLAGS) ./...
 
 .PHONY: fuzz
