@@ -259,3 +259,7 @@ func eventsFor(g Gomega, ns, name string) []string {
 	}
 	return reasons
 }
+
+func nsName(ns, name string) types.NamespacedName {
+	return types.NamespacedName{Namespace: ns, Name: name}
+}

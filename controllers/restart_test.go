@@ -1,0 +1,99 @@
+package controllers
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"sync"
+	"testing"
+
+	. "github.com/onsi/gomega"
+	batchv1 "k8s.io/api/batch/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	snsv1alpha1 "github.com/imcallback/friend-deletion-operator/api/v1alpha1"
+)
+
+func jobsOf(g Gomega, ns, fd string) []batchv1.Job {
+	var jobs batchv1.JobList
+	g.Expect(env.Client.List(context.Background(), &jobs, client.InNamespace(ns), client.MatchingLabels{snsv1alpha1.LabelFriendDeletion: fd})).To(Succeed())
+	return jobs.Items
+}
+
+// TestRestartDoesNotCreateASecondJob stops the manager once the Job
+// exists and starts a new one, twice.
+func TestRestartDoesNotCreateASecondJob(t *testing.T) {
+	ns := env.Namespace(t)
+	m1 := startManager(t, ns, testOptions())
+	create(t, newConfig(ns, "app", jobStep("purge")), newFriendDeletion(ns, "fd1", "app"))
+	job := getJob(t, ns, "fd1-purge")
+	m1.Stop()
+
+	startManager(t, ns, testOptions())
+	g := gt(t)
+	g.Consistently(func(g Gomega) {
+		g.Expect(jobsOf(g, ns, "fd1")).To(HaveLen(1))
+		fd := getFD(g, ns, "fd1")
+		g.Expect(fd.Status.Phase).To(Equal(snsv1alpha1.PhaseRunning))
+		g.Expect(stepOf(g, fd, "purge").Attempts).To(Equal(int32(1)))
+	}).Should(Succeed())
+	setJobStatus(t, job, "complete")
+	waitForPhase(t, ns, "fd1", snsv1alpha1.PhaseSucceeded)
+	g.Expect(jobsOf(g, ns, "fd1")).To(HaveLen(1))
+}
+
+// TestRestartMidRequestDoesNotRepeatASuccessfulPOST stops the manager while
+// its first POST is in flight, then restarts it twice: the step succeeds
+// with exactly one successful POST, all with the same idempotency key.
+func TestRestartMidRequestDoesNotRepeatASuccessfulPOST(t *testing.T) {
+	ns := env.Namespace(t)
+	var (
+		mu        sync.Mutex
+		requests  int
+		succeeded int
+		keys      = map[string]bool{}
+	)
+	inFlight := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// Read the body, so the server notices the client going away.
+		_, _ = io.Copy(io.Discard, r.Body)
+		mu.Lock()
+		requests++
+		n := requests
+		keys[r.Header.Get(IdempotencyKeyHeader)] = true
+		mu.Unlock()
+		if n == 1 {
+			close(inFlight)
+			<-r.Context().Done() // hang until the manager goes away
+			return
+		}
+		mu.Lock()
+		succeeded++
+		mu.Unlock()
+		w.WriteHeader(http.StatusOK)
+	}))
+	defer srv.Close()
+
+	m1 := startManager(t, ns, testOptions())
+	create(t, newConfig(ns, "app", httpStep("notify", srv.URL, 5)), newFriendDeletion(ns, "fd1", "app"))
+	<-inFlight
+	m1.Stop()
+
+	m2 := startManager(t, ns, testOptions())
+	fd := waitForPhase(t, ns, "fd1", snsv1alpha1.PhaseSucceeded)
+	g := gt(t)
+	st := stepOf(g, fd, "notify")
+	g.Expect(st.Attempts).To(Equal(int32(2)), "the interrupted attempt counts")
+	m2.Stop()
+
+	startManager(t, ns, testOptions())
+	g.Consistently(func(g Gomega) {
+		mu.Lock()
+		defer mu.Unlock()
+		g.Expect(succeeded).To(Equal(1))
+		g.Expect(requests).To(Equal(2))
+		g.Expect(getFD(g, ns, "fd1").Status.Phase).To(Equal(snsv1alpha1.PhaseSucceeded))
+	}).Should(Succeed())
+	g.Expect(keys).To(Equal(map[string]bool{string(fd.UID): true}))
+}
