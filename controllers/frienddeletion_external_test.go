@@ -135,3 +135,7 @@ func TestThreeStepsOfDifferentKinds(t *testing.T) {
 	}
 	g.Expect(conditionOf(fd, "Ready").Message).To(Equal("All 3 cleanup steps succeeded."))
 }
+
+func reportOK(t *testing.T, fd *snsv1alpha1.FriendDeletion, step string) error {
+	return cleanup.Report(t.Context(), env.Client, fd, step, cleanup.Succeeded("ok"))
+}
