@@ -168,7 +168,7 @@ func TestStatusCountersFromSeveralReplicas(t *testing.T) {
 	st := h.status("plain")
 	g.Expect(st.AcceptedCallbacks).To(Equal(int64(rounds * (1 + 2 + 3))))
 	g.Expect(st.RejectedCallbacks).To(Equal(int64(rounds * replicas)))
-	g.Expect(st.LastCallbackTime.Time.Equal(fixedNow.Add(23 * time.Second))).To(BeTrue(), "lastCallbackTime %s", st.LastCallbackTime)
+	g.Expect(st.LastCallbackTime.Time.Equal(fixedNow.Add(23*time.Second))).To(BeTrue(), "lastCallbackTime %s", st.LastCallbackTime)
 	g.Expect(st.Conditions).To(HaveLen(1))
 }
 

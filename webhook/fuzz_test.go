@@ -1,0 +1,148 @@
+package webhook
+
+import (
+	"net/http"
+	"net/url"
+	"slices"
+	"strings"
+	"testing"
+	"unicode/utf8"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/validation"
+
+	snsv1alpha1 "github.com/imcallback/friend-deletion-operator/api/v1alpha1"
+)
+
+const fuzzMaxBody = 64 << 10
+
+// fuzzConfigs are the configs each fuzzed request is checked against: one
+// without auth, so that inputs reach the body parser, one with auth and one
+// with source ranges.
+var fuzzConfigs = []*snsv1alpha1.CallbackConfig{
+	{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "plain", UID: "uid-plain"},
+		Spec:       snsv1alpha1.CallbackConfigSpec{SDKAppID: testAppID},
+	},
+	{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "signed", UID: "uid-signed"},
+		Spec: snsv1alpha1.CallbackConfigSpec{SDKAppID: testAppID, Auth: &snsv1alpha1.CallbackAuth{
+			TokenSecretRef: snsv1alpha1.SecretKeyRef{Name: "t", Key: "t"},
+		}},
+	},
+	{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "ranged", UID: "uid-ranged"},
+		Spec:       snsv1alpha1.CallbackConfigSpec{SDKAppID: testAppID, AllowedSourceCIDRs: []snsv1alpha1.CIDR{"203.0.113.0/24", "::ffff:198.51.100.0/120"}},
+	},
+}
+
+// statuses a rejection may carry.
+var rejectionStatuses = []int{400, 401, 403, 405, 413, 503}
+
+// FuzzCheck feeds arbitrary methods, query strings, bodies and
+// X-Forwarded-For headers to the acceptance rules. Whatever comes in, the
+// rules do not panic, answer a status and reason from the fixed sets, never
+// put the token in ErrorInfo, and accept only what the FriendDeletion API
+// can store: a valid name and labels, 1 to 2000 distinct valid pairs, and
+// free-form fields within their lengths.
+func FuzzCheck(f *testing.F) {
+	plainQuery := query().Encode()
+	signedQuery := query("RequestTime", vectorRequestTime, "Sign", vectorSign).Encode()
+	f.Add("POST", plainQuery, []byte(seedBody), "")
+	f.Add("POST", signedQuery, []byte(seedBody), "203.0.113.9")
+	f.Add("POST", plainQuery+"&RequestId=abc", []byte(pairsBody("a", "b", "a", "b", "b", "a")), "")
+	f.Add("POST", plainQuery, []byte(`{"CallbackCommand":"Sns.CallbackFriendDelete","PairList":[{"From_Account":"\ud800","To_Account":"x"}]}`), "")
+	f.Add("POST", plainQuery, []byte(`{"CallbackCommand":"Sns.CallbackFriendDelete","PairList":[{"From_Account":"a\u0000","To_Account":"x"}],"EventTime":1}`), "")
+	f.Add("POST", plainQuery, []byte(`{"CallbackCommand":"Sns.CallbackFriendDelete","PairList":null}`), "")
+	f.Add("POST", plainQuery, []byte(`[]`), "")
+	f.Add("POST", plainQuery, []byte("{\"CallbackCommand\":\"Sns.CallbackFriendDelete\",\"PairList\":[{\"From_Account\":\"\xff\",\"To_Account\":\"x\"}]}"), "")
+	f.Add("GET", plainQuery, []byte(nil), "198.51.100.7, 203.0.113.1")
+	f.Add("POST", "SdkAppid=1400000001&SdkAppid=1400000001&contenttype=JSON&CallbackCommand=Sns.CallbackFriendDelete&OptPlatform=%00%FF", []byte(seedBody), "[::ffff:198.51.100.3]:443")
+	f.Add("POST", "%zz&"+plainQuery+"&ClientIP="+strings.Repeat("9", 100), []byte(seedBody), "")
+
+	tokenFor := func(cfg *snsv1alpha1.CallbackConfig) func() (string, error) {
+		return func() (string, error) { return vectorToken, nil }
+	}
+	f.Fuzz(func(t *testing.T, method, rawQuery string, body []byte, forwardedFor string) {
+		q, _ := url.ParseQuery(rawQuery)
+		in := inbound{
+			method:       method,
+			query:        q,
+			remoteAddr:   "127.0.0.1:40000",
+			forwardedFor: []string{forwardedFor},
+			body: func() ([]byte, *rejection) {
+				if len(body) > fuzzMaxBody {
+					return nil, reject(http.StatusRequestEntityTooLarge, ReasonBodyTooLarge, "body is too large")
+				}
+				return body, nil
+			},
+		}
+		for _, cfg := range fuzzConfigs {
+			cb, rej := rules{trustForwardedFor: true}.check(cfg, in, tokenFor(cfg), fixedNow)
+			if rej != nil {
+				checkRejection(t, rej)
+				continue
+			}
+			checkAccepted(t, cfg, cb)
+			again, rej := rules{trustForwardedFor: true}.check(cfg, in, tokenFor(cfg), fixedNow)
+			if rej != nil || friendDeletionName(cfg.UID, again, fixedNow) != friendDeletionName(cfg.UID, cb, fixedNow) {
+				t.Fatalf("checking the same request twice differs: %v", rej)
+			}
+		}
+	})
+}
+
+var knownReasons = []string{
+	ReasonSuspended, ReasonSourceNotAllowed, ReasonMethodNotAllowed, ReasonSDKAppIDMismatch,
+	ReasonTokenUnavailable, ReasonSignMissing, ReasonRequestTimeInvalid, ReasonSignMismatch, ReasonRequestTimeSkew,
+	ReasonContentType, ReasonBodyTooLarge, ReasonBodyUnreadable, ReasonInvalidJSON, ReasonCommandMismatch,
+	ReasonInvalidPairList, ReasonInvalidAccount,
+}
+
+func checkRejection(t *testing.T, rej *rejection) {
+	t.Helper()
+	if !slices.Contains(rejectionStatuses, rej.status) || !slices.Contains(knownReasons, rej.reason) {
+		t.Fatalf("unexpected rejection %v", rej)
+	}
+	if rej.info == "" || strings.Contains(rej.info, vectorToken) || !utf8.ValidString(rej.info) {
+		t.Fatalf("bad ErrorInfo %q", rej.info)
+	}
+}
+
+func checkAccepted(t *testing.T, cfg *snsv1alpha1.CallbackConfig, cb *callback) {
+	t.Helper()
+	if n := len(cb.pairs); n < 1 || n > snsv1alpha1.MaxPairs {
+		t.Fatalf("accepted %d pairs", n)
+	}
+	seen := map[snsv1alpha1.FriendPair]bool{}
+	for _, p := range cb.pairs {
+		if accountProblem(p.From) != "" || accountProblem(p.To) != "" || !utf8.ValidString(p.From) || !utf8.ValidString(p.To) {
+			t.Fatalf("accepted a bad pair %q", p)
+		}
+		if seen[p] {
+			t.Fatalf("accepted a duplicate pair %q", p)
+		}
+		seen[p] = true
+	}
+	fd := newFriendDeletion(cfg, cb, fixedNow)
+	if errs := validation.IsDNS1123Subdomain(fd.Name); len(errs) > 0 || len(fd.Name) > 63 {
+		t.Fatalf("bad name %q: %v", fd.Name, errs)
+	}
+	for k, v := range fd.Labels {
+		if errs := append(validation.IsQualifiedName(k), validation.IsValidLabelValue(v)...); len(errs) > 0 {
+			t.Fatalf("bad label %s=%q: %v", k, v, errs)
+		}
+	}
+	s := fd.Spec
+	if int(s.PairCount) != len(s.Pairs) {
+		t.Fatalf("pairCount %d for %d pairs", s.PairCount, len(s.Pairs))
+	}
+	for name, v := range map[string]struct {
+		value string
+		max   int
+	}{"clientIP": {s.ClientIP, maxClientIPBytes}, "optPlatform": {s.OptPlatform, maxOptPlatformBytes}, "requestID": {s.RequestID, maxRequestIDBytes}} {
+		if len(v.value) > v.max || !utf8.ValidString(v.value) || strings.ContainsFunc(v.value, isControl) {
+			t.Fatalf("%s %q cannot be stored", name, v.value)
+		}
+	}
+}
