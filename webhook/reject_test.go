@@ -171,4 +171,31 @@ func TestRejections(t *testing.T) {
 			g.Expect(fmt.Sprint(lines[0])).NotTo(ContainSubstring("alice"), "the log never carries the body")
 		})
 	}
+
+	// The callbacks metric counts every rejection, under its config when
+	// there is one and under none when the path names no config.
+	failed := map[string]float64{}
+	families, err := h.registry.Gather()
+	NewWithT(t).Expect(err).NotTo(HaveOccurred())
+	for _, mf := range families {
+		if mf.GetName() != "friend_deletion_receiver_callbacks_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			labels := map[string]string{}
+			for _, l := range m.GetLabel() {
+				labels[l.GetName()] = l.GetValue()
+			}
+			NewWithT(t).Expect(labels["result"]).To(Equal("FAIL"))
+			failed[labels["config"]+"/"+labels["reason"]] += m.GetCounter().GetValue()
+		}
+	}
+	var total float64
+	for _, v := range failed {
+		total += v
+	}
+	NewWithT(t).Expect(total).To(Equal(float64(len(cases))))
+	NewWithT(t).Expect(failed).To(HaveKeyWithValue("/"+ReasonUnknownPath, 4.0))
+	NewWithT(t).Expect(failed).To(HaveKeyWithValue("/"+ReasonConfigNotFound, 2.0))
+	NewWithT(t).Expect(failed).To(HaveKeyWithValue("signed/"+ReasonSignMismatch, 4.0))
 }
