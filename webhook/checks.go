@@ -79,23 +79,21 @@ func (ru rules) check(cfg *snsv1alpha1.CallbackConfig, in inbound, token func() 
 	if rej != nil {
 		return nil, rej
 	}
-	top, rej := decodeBody(body)
-	if rej != nil {
-		return nil, rej
+	p := parseBody(body)
+	if p.invalid != nil {
+		return nil, p.invalid
 	}
-	if rej := bodyCommand(top); rej != nil {
-		return nil, rej
+	if p.command != nil {
+		return nil, p.command
 	}
 	if v, ok := single(in.query, "CallbackCommand"); !ok || v != CallbackCommand {
 		return nil, reject(http.StatusBadRequest, ReasonCommandMismatch, "CallbackCommand in the query must be "+CallbackCommand)
 	}
-	raw, have := top["PairList"]
-	pairs, rej := parsePairs(raw, have)
-	if rej != nil {
-		return nil, rej
+	if p.pairsErr != nil {
+		return nil, p.pairsErr
 	}
 	return &callback{
-		pairs:       pairs,
+		pairs:       p.pairs,
 		requestID:   requestID(in.query),
 		requestTime: requestTime,
 		clientIP:    in.query.Get("ClientIP"),

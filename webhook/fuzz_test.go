@@ -1,6 +1,7 @@
 package webhook
 
 import (
+	"fmt"
 	"net/http"
 	"net/url"
 	"slices"
@@ -59,11 +60,19 @@ func FuzzCheck(f *testing.F) {
 	f.Add("GET", plainQuery, []byte(nil), "198.51.100.7, 203.0.113.1")
 	f.Add("POST", "SdkAppid=1400000001&SdkAppid=1400000001&contenttype=JSON&CallbackCommand=Sns.CallbackFriendDelete&OptPlatform=%00%FF", []byte(seedBody), "[::ffff:198.51.100.3]:443")
 	f.Add("POST", "%zz&"+plainQuery+"&ClientIP="+strings.Repeat("9", 100), []byte(seedBody), "")
+	f.Add("POST", plainQuery, []byte(`{"CallbackCommand":"Sns.CallbackFriendDelete","PairList":[null]}`), "")
+	f.Add("POST", plainQuery, []byte(`{"CallbackCommand":"Sns.CallbackFriendDelete","PairList":[{"From_Account":"a\u0041","To_Account":"b","to_account":"c"}],"PairList":[]}`), "")
+	f.Add("POST", plainQuery, []byte(` {"callbackcommand":"Sns.CallbackFriendDelete","CallbackCommand":"Sns.CallbackFriendDelete","PairList":[{"From_Account":"a","To_Account":7}]}`), "")
 
 	tokenFor := func(cfg *snsv1alpha1.CallbackConfig) func() (string, error) {
 		return func() (string, error) { return vectorToken, nil }
 	}
 	f.Fuzz(func(t *testing.T, method, rawQuery string, body []byte, forwardedFor string) {
+		if typed, ok := parseBodyTyped(body); ok {
+			if generic := parseBodyGeneric(body); !samePayload(typed, generic) {
+				t.Fatalf("the typed and generic body parsers differ:\ntyped   %s\ngeneric %s", describe(typed), describe(generic))
+			}
+		}
 		q, _ := url.ParseQuery(rawQuery)
 		in := inbound{
 			method:       method,
@@ -145,4 +154,15 @@ func checkAccepted(t *testing.T, cfg *snsv1alpha1.CallbackConfig, cb *callback) 
 			t.Fatalf("%s %q cannot be stored", name, v.value)
 		}
 	}
+}
+
+func samePayload(a, b payload) bool {
+	same := func(x, y *rejection) bool {
+		return (x == nil) == (y == nil) && (x == nil || *x == *y)
+	}
+	return same(a.invalid, b.invalid) && same(a.command, b.command) && same(a.pairsErr, b.pairsErr) && slices.Equal(a.pairs, b.pairs)
+}
+
+func describe(p payload) string {
+	return fmt.Sprintf("invalid=%v command=%v pairsErr=%v pairs=%q", p.invalid, p.command, p.pairsErr, p.pairs)
 }

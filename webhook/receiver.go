@@ -148,8 +148,9 @@ func (r *Receiver) readBody(req *http.Request) ([]byte, *rejection) {
 var errToken = errors.New("callback authentication token")
 
 // token reads the callback authentication token from the config's Secret,
-// through the cache, so that a rotated token takes effect at once. A trailing
-// line break, as files put in Secrets often end with, is not part of it.
+// through the cache, so that a rotated token takes effect at once. Leading
+// and trailing white space (a file's final line break, typically) is not
+// part of it, as the CallbackConfig reconciler also reads it.
 func (r *Receiver) token(ctx context.Context, cfg *snsv1alpha1.CallbackConfig) (string, error) {
 	ref := cfg.Spec.Auth.TokenSecretRef
 	sec := &corev1.Secret{}
@@ -160,7 +161,7 @@ func (r *Receiver) token(ctx context.Context, cfg *snsv1alpha1.CallbackConfig) (
 	if !ok {
 		return "", fmt.Errorf("%w: Secret %s has no key %s", errToken, ref.Name, ref.Key)
 	}
-	tok := strings.TrimRight(string(v), "\r\n")
+	tok := strings.TrimSpace(string(v))
 	if tok == "" || len(tok) > MaxTokenBytes {
 		return "", fmt.Errorf("%w: the value in Secret %s key %s must be 1 to %d bytes", errToken, ref.Name, ref.Key, MaxTokenBytes)
 	}
