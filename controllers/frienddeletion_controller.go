@@ -31,6 +31,19 @@ type FriendDeletionReconciler struct {
 	Options   Options
 }
 
+// deferStatus is set in a reconcile's context by a step that wants the
+// status written by the next reconcile instead of this one.
+type deferStatusKey struct{}
+
+// deferStatus asks the running reconcile not to write the status: the
+// watch event of what the step just created reconciles again (at low
+// priority) and records it then.
+func deferStatus(ctx context.Context) {
+	if p, ok := ctx.Value(deferStatusKey{}).(*bool); ok {
+		*p = true
+	}
+}
+
 // Reconcile fixes the step list on first sight, runs the steps in order,
 // writes the summary, and deletes the FriendDeletion once its retention has
 // passed. It needs no finalizer: everything it creates is owned by the
@@ -46,7 +59,12 @@ func (r *FriendDeletionReconciler) Reconcile(ctx context.Context, req ctrl.Reque
 
 	patcher := newStatusPatcher(r.Client, fd)
 	patcher.onWrite = func(before, after *snsv1alpha1.FriendDeletion) { r.emit(after, before, after) }
+	deferred := false
+	ctx = context.WithValue(ctx, deferStatusKey{}, &deferred)
 	defer func() {
+		if deferred && retErr == nil {
+			return
+		}
 		summarize(fd, r.now())
 		if err := patcher.Patch(ctx, fd); err != nil {
 			if apierrors.IsConflict(err) && retErr == nil {

@@ -10,16 +10,23 @@ package controllers
 import (
 	"context"
 	"fmt"
+	"strings"
 
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/selection"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/util/workqueue"
+	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/controller/priorityqueue"
+	ctrlevent "sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
@@ -73,7 +80,7 @@ func SetupWithManager(mgr ctrl.Manager, opts Options) error {
 	err := ctrl.NewControllerManagedBy(mgr).
 		Named("frienddeletion").
 		For(&snsv1alpha1.FriendDeletion{}).
-		Owns(&batchv1.Job{}).
+		Watches(&batchv1.Job{}, jobEventHandler(mgr)).
 		Watches(&snsv1alpha1.CallbackConfig{},
 			handler.EnqueueRequestsFromMapFunc(fdr.unfinishedOfConfig),
 			builder.WithPredicates(predicate.GenerationChangedPredicate{})).
@@ -116,8 +123,11 @@ func SetupExampleReconciler(mgr ctrl.Manager) error {
 
 // CacheByObject narrows the manager's cache to the Jobs and ConfigMaps the
 // operator made (those carrying the FriendDeletion label), so that other
-// Jobs and ConfigMaps in the cluster cost no memory. Pass it as
-// cache.Options.ByObject.
+// Jobs and ConfigMaps in the cluster cost no memory, and keeps only what the
+// reconcilers read of them: a cached Job has no pod template (spec.template
+// is empty) and a cached ConfigMap no data. Read those from the API server
+// (mgr.GetAPIReader()) if you need them. managedFields are stripped too.
+// Pass it as cache.Options.ByObject.
 func CacheByObject() map[client.Object]cache.ByObject {
 	owned, err := labels.NewRequirement(snsv1alpha1.LabelFriendDeletion, selection.Exists, nil)
 	if err != nil {
@@ -125,8 +135,8 @@ func CacheByObject() map[client.Object]cache.ByObject {
 	}
 	sel := labels.NewSelector().Add(*owned)
 	return map[client.Object]cache.ByObject{
-		&batchv1.Job{}:      {Label: sel},
-		&corev1.ConfigMap{}: {Label: sel},
+		&batchv1.Job{}:      {Label: sel, Transform: slimJob},
+		&corev1.ConfigMap{}: {Label: sel, Transform: slimConfigMap},
 	}
 }
 
@@ -159,4 +169,47 @@ func (r *CallbackConfigReconciler) configsOfSecret(ctx context.Context, o client
 		reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&c)})
 	}
 	return reqs
+}
+
+// slimJob drops what the reconcilers never read of a cached Job.
+func slimJob(obj any) (any, error) {
+	if job, ok := obj.(*batchv1.Job); ok {
+		job.ManagedFields = nil
+		job.Spec.Template = corev1.PodTemplateSpec{}
+	}
+	return obj, nil
+}
+
+// slimConfigMap drops what the reconcilers never read of a cached ConfigMap.
+func slimConfigMap(obj any) (any, error) {
+	if cm, ok := obj.(*corev1.ConfigMap); ok {
+		cm.ManagedFields = nil
+		cm.Data, cm.BinaryData = nil, nil
+	}
+	return obj, nil
+}
+
+// jobEventHandler enqueues the FriendDeletion that controls a Job. The
+// Job's creation is enqueued at low priority: that reconcile only records
+// the new Job in the status (see reconcileJobStep), so during a burst every
+// FriendDeletion gets its Job before the bookkeeping of any.
+func jobEventHandler(mgr ctrl.Manager) handler.EventHandler {
+	owner := handler.EnqueueRequestForOwner(mgr.GetScheme(), mgr.GetRESTMapper(), &snsv1alpha1.FriendDeletion{}, handler.OnlyControllerOwner())
+	return handler.Funcs{
+		CreateFunc: func(ctx context.Context, e ctrlevent.CreateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			ref := metav1.GetControllerOf(e.Object)
+			if ref == nil || ref.Kind != "FriendDeletion" || !strings.HasPrefix(ref.APIVersion, snsv1alpha1.GroupVersion.Group+"/") {
+				return
+			}
+			req := reconcile.Request{NamespacedName: types.NamespacedName{Namespace: e.Object.GetNamespace(), Name: ref.Name}}
+			if pq, ok := q.(priorityqueue.PriorityQueue[reconcile.Request]); ok {
+				pq.AddWithOpts(priorityqueue.AddOpts{Priority: ptr.To(handler.LowPriority)}, req)
+				return
+			}
+			q.Add(req)
+		},
+		UpdateFunc:  owner.Update,
+		DeleteFunc:  owner.Delete,
+		GenericFunc: owner.Generic,
+	}
 }

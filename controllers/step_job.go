@@ -14,7 +14,6 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
-	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 
 	snsv1alpha1 "github.com/imcallback/friend-deletion-operator/api/v1alpha1"
@@ -67,10 +66,24 @@ func (r *FriendDeletionReconciler) reconcileJobStep(ctx context.Context, fd *sns
 		if spec == nil || spec.Job == nil {
 			return ctrl.Result{}, nil // reconcileStep fails such a step before it starts
 		}
-		if job, err = r.createJob(ctx, fd, st.Name, spec.Job, name); err != nil {
+		created, err := r.createJob(ctx, fd, st.Name, spec.Job, name)
+		if err != nil {
 			return ctrl.Result{}, err
 		}
 		ctrl.LoggerFrom(ctx).V(1).Info("created Job", "job", name)
+		if created {
+			// The Job's create event reconciles this FriendDeletion again, at
+			// low priority, and that reconcile records the Job in the
+			// status. In a burst of FriendDeletions this creates every Job
+			// before writing any status; a restart in between loses
+			// nothing, as the Job's name is fixed.
+			deferStatus(ctx)
+			return ctrl.Result{}, nil
+		}
+		job = &batchv1.Job{}
+		if err := r.APIReader.Get(ctx, types.NamespacedName{Namespace: fd.Namespace, Name: name}, job); err != nil {
+			return ctrl.Result{}, fmt.Errorf("getting Job %s: %w", name, err)
+		}
 	case err != nil:
 		return ctrl.Result{}, fmt.Errorf("getting Job %s: %w", name, err)
 	}
@@ -86,29 +99,28 @@ func (r *FriendDeletionReconciler) reconcileJobStep(ctx context.Context, fd *sns
 	return ctrl.Result{}, nil
 }
 
-// createJob creates the pairs ConfigMap and the Job. Both have
-// deterministic names, so AlreadyExists means an earlier reconcile (perhaps
-// of a manager since restarted) created them: the existing Job is used.
-func (r *FriendDeletionReconciler) createJob(ctx context.Context, fd *snsv1alpha1.FriendDeletion, step string, tmpl *batchv1.JobTemplateSpec, name string) (*batchv1.Job, error) {
+// createJob creates the pairs ConfigMap and the Job, and reports whether it
+// created the Job. Both have deterministic names, so AlreadyExists means an
+// earlier reconcile (perhaps of a manager since restarted) created them.
+func (r *FriendDeletionReconciler) createJob(ctx context.Context, fd *snsv1alpha1.FriendDeletion, step string, tmpl *batchv1.JobTemplateSpec, name string) (bool, error) {
 	cm, err := pairsConfigMap(fd, r.Scheme())
 	if err != nil {
-		return nil, err
+		return false, err
 	}
 	if err := r.Create(ctx, cm); err != nil && !apierrors.IsAlreadyExists(err) {
-		return nil, fmt.Errorf("creating ConfigMap %s: %w", cm.Name, err)
+		return false, fmt.Errorf("creating ConfigMap %s: %w", cm.Name, err)
 	}
 	job, err := buildJob(fd, step, tmpl, name, r.Scheme())
 	if err != nil {
-		return nil, err
+		return false, err
 	}
-	err = r.Create(ctx, job)
-	if apierrors.IsAlreadyExists(err) {
-		err = r.APIReader.Get(ctx, client.ObjectKeyFromObject(job), job)
+	switch err := r.Create(ctx, job); {
+	case apierrors.IsAlreadyExists(err):
+		return false, nil
+	case err != nil:
+		return false, fmt.Errorf("creating Job %s: %w", name, err)
 	}
-	if err != nil {
-		return nil, fmt.Errorf("creating Job %s: %w", name, err)
-	}
-	return job, nil
+	return true, nil
 }
 
 // jobStepStatus reads a Job's conditions into a step phase, condition

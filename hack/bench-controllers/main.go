@@ -33,6 +33,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -46,8 +47,8 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/metadata"
 	"k8s.io/client-go/metadata/metadatainformer"
-	toolscache "k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/rest"
+	toolscache "k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 	"k8s.io/utils/ptr"
@@ -159,6 +160,10 @@ func run(n, rawWorkers, createWorkers int, managerArgs []string) error {
 		"--receiver-bind-address", "127.0.0.1:0", "--zap-log-level", "error"}, managerArgs...)
 	mgr := exec.Command(bin, args...)
 	mgr.Stdout, mgr.Stderr = os.Stdout, os.Stderr
+	req0, err := apiRequests(ctx, cs)
+	if err != nil {
+		return err
+	}
 	cpu0, cp0 = cpuTotals(), procCPU(cp...)
 	start = time.Now()
 	if err := mgr.Start(); err != nil {
@@ -181,6 +186,10 @@ func run(n, rawWorkers, createWorkers int, managerArgs []string) error {
 	}
 	runDur := running.Sub(start)
 	stopSampling()
+	req1, err := apiRequests(ctx, cs)
+	if err != nil {
+		return err
+	}
 	hwm := vmHWM(mgr.Process.Pid)
 
 	opRate := float64(n) / opDur.Seconds()
@@ -191,8 +200,57 @@ func run(n, rawWorkers, createWorkers int, managerArgs []string) error {
 	fmt.Printf("ratio operator/raw Jobs per second: %.2f (target >= 0.70)\n", opRate/rawRate)
 	fmt.Printf("manager peak memory: VmHWM %.0f MiB, highest sampled RSS %.0f MiB (target < 200 MiB)\n",
 		float64(hwm)/(1<<20), float64(peakRSS.Load())/(1<<20))
+	fmt.Println("API requests while the manager ran (verb resource code: count), writes and lists:")
+	for _, k := range sortedKeys(req1) {
+		if d := req1[k] - req0[k]; d > 0 {
+			fmt.Printf("  %s: %.0f\n", k, d)
+		}
+	}
 	fmt.Printf("load average after: %s\n", loadavg())
 	return nil
+}
+
+// apiRequests reads apiserver_request_total from the API server's metrics,
+// keyed by "verb resource/subresource code", for writes and lists.
+func apiRequests(ctx context.Context, cs kubernetes.Interface) (map[string]float64, error) {
+	raw, err := cs.CoreV1().RESTClient().Get().AbsPath("/metrics").DoRaw(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("reading API server metrics: %w", err)
+	}
+	out := map[string]float64{}
+	for _, line := range strings.Split(string(raw), "\n") {
+		if !strings.HasPrefix(line, "apiserver_request_total{") {
+			continue
+		}
+		labels := map[string]string{}
+		body := line[len("apiserver_request_total{"):strings.LastIndexByte(line, '}')]
+		for _, kv := range strings.Split(body, ",") {
+			if k, v, ok := strings.Cut(kv, "="); ok {
+				labels[k] = strings.Trim(v, `"`)
+			}
+		}
+		switch labels["verb"] {
+		case "POST", "PATCH", "PUT", "DELETE", "LIST", "GET":
+		default:
+			continue
+		}
+		res := labels["resource"]
+		if labels["subresource"] != "" {
+			res += "/" + labels["subresource"]
+		}
+		v, _ := strconv.ParseFloat(line[strings.LastIndexByte(line, ' ')+1:], 64)
+		out[labels["verb"]+" "+res+" "+labels["code"]] += v
+	}
+	return out, nil
+}
+
+func sortedKeys(m map[string]float64) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
 }
 
 func jobSpec() batchv1.JobSpec {
