@@ -1,0 +1,11 @@
+# Targets of the controllers (controllers/, hack/bench-controllers).
+
+BENCH_N ?= 5000
+
+.PHONY: test-controllers
+test-controllers: envtest-assets ## Run the controllers' unit and envtest suites.
+	KUBEBUILDER_ASSETS=$(K8S_ASSETS) go test $(GO_TEST_FLAGS) ./controllers/...
+
+.PHONY: bench-controllers
+bench-controllers: envtest-assets ## Time BENCH_N FriendDeletions to Jobs against raw client-go; manager peak memory.
+	KUBEBUILDER_ASSETS=$(K8S_ASSETS) go run ./hack/bench-controllers -n $(BENCH_N)
