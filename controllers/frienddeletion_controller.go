@@ -61,28 +61,7 @@ func (r *FriendDeletionReconciler) Reconcile(ctx context.Context, req ctrl.Reque
 	patcher.onWrite = func(before, after *snsv1alpha1.FriendDeletion) { r.emit(after, before, after) }
 	deferred := false
 	ctx = context.WithValue(ctx, deferStatusKey{}, &deferred)
-	defer func() {
-		if deferred && retErr == nil {
-			return
-		}
-		summarize(fd, r.now())
-		if err := patcher.Patch(ctx, fd); err != nil {
-			if apierrors.IsConflict(err) && retErr == nil {
-				// Someone wrote the object since we read it; the watch
-				// event of that write reconciles it again.
-				ctrl.LoggerFrom(ctx).V(1).Info("status changed while reconciling; will reconcile again")
-				result = ctrl.Result{}
-				return
-			}
-			retErr = errors.Join(retErr, fmt.Errorf("patching status: %w", err))
-			return
-		}
-		if retErr == nil && fd.Status.Phase.Finished() {
-			var res ctrl.Result
-			res, retErr = r.reconcileRetention(ctx, fd)
-			result = minResult(result, res)
-		}
-	}()
+	defer func() { result, retErr = r.finish(ctx, patcher, fd, deferred, result, retErr) }()
 
 	if fd.Status.Phase.Finished() {
 		return ctrl.Result{}, nil
@@ -95,6 +74,30 @@ func (r *FriendDeletionReconciler) Reconcile(ctx context.Context, req ctrl.Reque
 		return ctrl.Result{}, nil
 	}
 	return r.reconcileSteps(ctx, patcher, fd, cfg)
+}
+
+// finish runs at the end of every reconcile: unless a step deferred it, it
+// sums up the steps (phase, conditions, completionTime), writes the status,
+// and once the FriendDeletion is finished applies the retention.
+func (r *FriendDeletionReconciler) finish(ctx context.Context, p *statusPatcher, fd *snsv1alpha1.FriendDeletion, deferred bool, result ctrl.Result, retErr error) (ctrl.Result, error) {
+	if deferred && retErr == nil {
+		return result, nil
+	}
+	summarize(fd, r.now())
+	if err := p.Patch(ctx, fd); err != nil {
+		if apierrors.IsConflict(err) && retErr == nil {
+			// Someone wrote the object since we read it; the watch event
+			// of that write reconciles it again.
+			ctrl.LoggerFrom(ctx).V(1).Info("status changed while reconciling; will reconcile again")
+			return ctrl.Result{}, nil
+		}
+		return result, errors.Join(retErr, fmt.Errorf("patching status: %w", err))
+	}
+	if retErr != nil || !fd.Status.Phase.Finished() {
+		return result, retErr
+	}
+	res, err := r.reconcileRetention(ctx, fd)
+	return minResult(result, res), err
 }
 
 // getConfig returns the FriendDeletion's CallbackConfig, or nil when it is
