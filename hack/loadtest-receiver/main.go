@@ -307,10 +307,13 @@ func (b *bench) send(ctx context.Context, n int, requestTime time.Time) sample {
 	ok := false
 	resp, err := b.http.Do(req)
 	if err == nil {
-		var a struct{ ActionStatus string }
+		var a struct{ ActionStatus, ErrorInfo string }
 		raw, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
 		ok = resp.StatusCode == http.StatusOK && json.Unmarshal(raw, &a) == nil && a.ActionStatus == "OK"
+		if !ok {
+			err = fmt.Errorf("answered %d %s", resp.StatusCode, raw)
+		}
 	}
 	s := sample{latency: time.Since(start), ok: ok}
 	if ok {
