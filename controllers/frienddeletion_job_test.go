@@ -3,13 +3,16 @@ package controllers
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"testing"
 
 	. "github.com/onsi/gomega"
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	snsv1alpha1 "github.com/imcallback/friend-deletion-operator/api/v1alpha1"
@@ -42,15 +45,15 @@ func TestJobStepRunsJobWithContractAndSucceeds(t *testing.T) {
 		corev1.EnvVar{Name: "PAIRS_FILE", Value: "/etc/friend-deletion/pairs.json"},
 	))
 	g.Expect(c.VolumeMounts).To(ContainElement(corev1.VolumeMount{Name: pairsVolume, MountPath: "/etc/friend-deletion", ReadOnly: true}))
-	g.Expect(job.Spec.Template.Spec.Volumes).To(ContainElement(HaveField("VolumeSource.ConfigMap.Name", "fd1-pairs")))
-
-	// The pairs ConfigMap: owned, holding the pairs as JSON.
-	cm := &corev1.ConfigMap{}
-	g.Expect(env.Client.Get(t.Context(), types.NamespacedName{Namespace: ns, Name: "fd1-pairs"}, cm)).To(Succeed())
-	g.Expect(metav1.IsControlledBy(cm, fd)).To(BeTrue())
+	// One pair is small: the pairs file comes from the pod's annotation, and
+	// no ConfigMap is made.
+	g.Expect(job.Spec.Template.Spec.Volumes).To(ContainElement(HaveField("VolumeSource.DownwardAPI.Items",
+		ConsistOf(HaveField("FieldRef.FieldPath", "metadata.annotations['sns.imcallback.io/pairs']")))))
 	var pairs []snsv1alpha1.FriendPair
-	g.Expect(json.Unmarshal([]byte(cm.Data["pairs.json"]), &pairs)).To(Succeed())
+	g.Expect(json.Unmarshal([]byte(job.Spec.Template.Annotations[PairsAnnotation]), &pairs)).To(Succeed())
 	g.Expect(pairs).To(Equal([]snsv1alpha1.FriendPair{{From: "alice", To: "bob"}}))
+	err := env.Client.Get(t.Context(), types.NamespacedName{Namespace: ns, Name: "fd1-pairs"}, &corev1.ConfigMap{})
+	g.Expect(apierrors.IsNotFound(err)).To(BeTrue(), "want no pairs ConfigMap, got %v", err)
 
 	// The status while the Job runs.
 	st := stepOf(g, fd, "purge")
@@ -108,4 +111,39 @@ func TestJobStepRetryThenFailure(t *testing.T) {
 	g.Expect(env.Client.List(context.Background(), &jobs, client.InNamespace(ns))).To(Succeed())
 	g.Expect(jobs.Items).To(HaveLen(1))
 	gt(t).Eventually(func(g Gomega) []string { return eventsFor(g, ns, "fd1") }).Should(ContainElements("StepRetrying", "StepFailed", "Failed"))
+}
+
+func TestJobStepManyPairsComeFromAConfigMap(t *testing.T) {
+	ns := env.Namespace(t)
+	startManager(t, ns, testOptions())
+	var many []snsv1alpha1.FriendPair
+	for i := range 200 {
+		many = append(many, snsv1alpha1.FriendPair{From: "alice", To: fmt.Sprintf("friend-%03d", i)})
+	}
+	create(t, newConfig(ns, "app", jobStep("purge"), jobStep("notify")), newFriendDeletion(ns, "fd1", "app", many...))
+
+	job := getJob(t, ns, "fd1-purge")
+	fd := waitForPhase(t, ns, "fd1", snsv1alpha1.PhaseRunning)
+	g := gt(t)
+	g.Expect(job.Spec.Template.Annotations).NotTo(HaveKey(PairsAnnotation))
+	g.Expect(job.Spec.Template.Spec.Volumes).To(ContainElement(HaveField("VolumeSource.ConfigMap.Name", "fd1-pairs")))
+	g.Expect(job.Spec.Template.Spec.Containers[0].Env).To(ContainElement(corev1.EnvVar{Name: "PAIR_COUNT", Value: "200"}))
+
+	// The pairs ConfigMap: immutable, owned, holding every pair as JSON.
+	cm := &corev1.ConfigMap{}
+	g.Expect(env.Client.Get(t.Context(), types.NamespacedName{Namespace: ns, Name: "fd1-pairs"}, cm)).To(Succeed())
+	g.Expect(metav1.IsControlledBy(cm, fd)).To(BeTrue())
+	g.Expect(cm.Immutable).To(Equal(ptr.To(true)))
+	g.Expect(len(cm.Data[PairsKey])).To(BeNumerically(">", InlinePairsLimit))
+	var pairs []snsv1alpha1.FriendPair
+	g.Expect(json.Unmarshal([]byte(cm.Data[PairsKey]), &pairs)).To(Succeed())
+	g.Expect(pairs).To(Equal(many))
+
+	// The second job step shares it.
+	setJobStatus(t, job, "complete")
+	second := getJob(t, ns, "fd1-notify")
+	g.Expect(second.Spec.Template.Spec.Volumes).To(ContainElement(HaveField("VolumeSource.ConfigMap.Name", "fd1-pairs")))
+	var cms corev1.ConfigMapList
+	g.Expect(env.Client.List(t.Context(), &cms, client.InNamespace(ns), client.HasLabels{snsv1alpha1.LabelFriendDeletion})).To(Succeed())
+	g.Expect(cms.Items).To(HaveLen(1))
 }

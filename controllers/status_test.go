@@ -6,6 +6,7 @@ import (
 	"time"
 
 	. "github.com/onsi/gomega"
+	"github.com/onsi/gomega/types"
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -274,7 +275,7 @@ func TestBuildJobKeepsTemplateAndAddsContract(t *testing.T) {
 	tmpl.Spec.Template.Spec.InitContainers = []corev1.Container{{Name: "init", Image: "busybox",
 		Env: []corev1.EnvVar{{Name: "FROM_ACCOUNT", Value: "spoofed"}}}}
 	tmpl.Spec.Template.Spec.Volumes = []corev1.Volume{{Name: "scratch"}}
-	job, err := buildJob(fd, "purge", tmpl, "fd-purge", testenv.Scheme())
+	job, err := buildJob(fd, "purge", tmpl, "fd-purge", []byte(`[{"from":"alice","to":"bob"}]`), true, testenv.Scheme())
 	g.Expect(err).NotTo(HaveOccurred())
 	g.Expect(job.OwnerReferences).To(HaveLen(1))
 	g.Expect(*job.OwnerReferences[0].Controller).To(BeTrue())
@@ -288,4 +289,36 @@ func TestBuildJobKeepsTemplateAndAddsContract(t *testing.T) {
 	// The config's template is not changed.
 	g.Expect(tmpl.Spec.Template.Spec.Containers[0].Env).To(HaveLen(1))
 	g.Expect(tmpl.Spec.Template.Spec.RestartPolicy).To(BeEmpty())
+	g.Expect(tmpl.Spec.Template.Annotations).To(BeEmpty())
+}
+
+func TestBuildJobPairsFileSource(t *testing.T) {
+	fd := newFriendDeletion("ns", "fd", "app")
+	pairs := []byte(`[{"from":"alice","to":"bob"}]`)
+	for _, tc := range []struct {
+		name       string
+		inline     bool
+		annotation bool
+		source     types.GomegaMatcher
+	}{
+		{"inline, from the downward API", true, true, HaveField("DownwardAPI.Items", ConsistOf(corev1.DownwardAPIVolumeFile{
+			Path: "pairs.json", FieldRef: &corev1.ObjectFieldSelector{APIVersion: "v1", FieldPath: "metadata.annotations['sns.imcallback.io/pairs']"},
+		}))},
+		{"too large, from the ConfigMap", false, false, HaveField("ConfigMap.Name", "fd-pairs")},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			g := NewWithT(t)
+			tmpl := jobStep("purge").Job
+			// A template's own volume of the contract's name is replaced.
+			tmpl.Spec.Template.Spec.Volumes = []corev1.Volume{{Name: pairsVolume, VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}}}
+			job, err := buildJob(fd, "purge", tmpl, "fd-purge", pairs, tc.inline, testenv.Scheme())
+			g.Expect(err).NotTo(HaveOccurred())
+			g.Expect(job.Spec.Template.Spec.Volumes).To(ConsistOf(HaveField("VolumeSource", tc.source)))
+			if tc.annotation {
+				g.Expect(job.Spec.Template.Annotations).To(HaveKeyWithValue(PairsAnnotation, string(pairs)))
+			} else {
+				g.Expect(job.Spec.Template.Annotations).NotTo(HaveKey(PairsAnnotation))
+			}
+		})
+	}
 }

@@ -31,17 +31,24 @@ const (
 	EnvToAccount               = "TO_ACCOUNT"
 	EnvPairsFile               = "PAIRS_FILE"
 
-	// PairsKey is the pairs file's key in the ConfigMap and its file name.
+	// PairsKey is the pairs file's name, and its key in the pairs ConfigMap.
 	PairsKey = "pairs.json"
-	// PairsMountPath is where the pairs ConfigMap is mounted.
+	// PairsMountPath is where the pairs volume is mounted.
 	PairsMountPath = "/etc/friend-deletion"
 	// PairsFile is the path in PAIRS_FILE.
 	PairsFile = PairsMountPath + "/" + PairsKey
+	// PairsAnnotation holds the pairs file on the pod template of a Job
+	// whose pairs fit in InlinePairsLimit bytes; the downward API mounts it.
+	PairsAnnotation = "sns.imcallback.io/pairs"
+	// InlinePairsLimit is the largest pairs file carried in PairsAnnotation.
+	// A larger one goes in a ConfigMap: pods and Jobs are read by many
+	// watchers and should stay small.
+	InlinePairsLimit = 4096
 	// pairsVolume is the name of the pod volume holding the pairs file.
 	pairsVolume = "friend-deletion-pairs"
 )
 
-// reconcileJobStep creates the step's pairs ConfigMap and Job, once, and
+// reconcileJobStep creates the step's Job (and pairs ConfigMap), once, and
 // then follows the Job: the step is Running while the Job runs (Retrying
 // after a pod failed), Succeeded when the Job is Complete, Failed when it is
 // Failed. spec is nil for a running step whose definition left the config:
@@ -99,18 +106,26 @@ func (r *FriendDeletionReconciler) reconcileJobStep(ctx context.Context, fd *sns
 	return ctrl.Result{}, nil
 }
 
-// createJob creates the pairs ConfigMap and the Job, and reports whether it
-// created the Job. Both have deterministic names, so AlreadyExists means an
-// earlier reconcile (perhaps of a manager since restarted) created them.
+// createJob creates the Job, after the pairs ConfigMap when the pairs are
+// too many to inline, and reports whether it created the Job. Both have
+// deterministic names, so AlreadyExists means an earlier reconcile (perhaps
+// of a manager since restarted) created them.
 func (r *FriendDeletionReconciler) createJob(ctx context.Context, fd *snsv1alpha1.FriendDeletion, step string, tmpl *batchv1.JobTemplateSpec, name string) (bool, error) {
-	cm, err := pairsConfigMap(fd, r.Scheme())
+	pairs, err := json.Marshal(fd.Spec.Pairs)
 	if err != nil {
-		return false, err
+		return false, fmt.Errorf("encoding pairs: %w", err)
 	}
-	if err := r.Create(ctx, cm); err != nil && !apierrors.IsAlreadyExists(err) {
-		return false, fmt.Errorf("creating ConfigMap %s: %w", cm.Name, err)
+	inline := len(pairs) <= InlinePairsLimit
+	if !inline {
+		cm, err := pairsConfigMap(fd, pairs, r.Scheme())
+		if err != nil {
+			return false, err
+		}
+		if err := r.Create(ctx, cm); err != nil && !apierrors.IsAlreadyExists(err) {
+			return false, fmt.Errorf("creating ConfigMap %s: %w", cm.Name, err)
+		}
 	}
-	job, err := buildJob(fd, step, tmpl, name, r.Scheme())
+	job, err := buildJob(fd, step, tmpl, name, pairs, inline, r.Scheme())
 	if err != nil {
 		return false, err
 	}
@@ -169,11 +184,7 @@ func childLabels(fd *snsv1alpha1.FriendDeletion, step string) map[string]string 
 
 // pairsConfigMap is the immutable ConfigMap holding the pairs file, owned by
 // the FriendDeletion.
-func pairsConfigMap(fd *snsv1alpha1.FriendDeletion, scheme *runtime.Scheme) (*corev1.ConfigMap, error) {
-	pairs, err := json.Marshal(fd.Spec.Pairs)
-	if err != nil {
-		return nil, fmt.Errorf("encoding pairs: %w", err)
-	}
+func pairsConfigMap(fd *snsv1alpha1.FriendDeletion, pairs []byte, scheme *runtime.Scheme) (*corev1.ConfigMap, error) {
 	cm := &corev1.ConfigMap{
 		ObjectMeta: metav1.ObjectMeta{
 			Name:      pairsConfigMapName(fd.Name),
@@ -191,8 +202,10 @@ func pairsConfigMap(fd *snsv1alpha1.FriendDeletion, scheme *runtime.Scheme) (*co
 
 // buildJob is the step's Job: the config's template with the Job contract
 // added to every container, the operator's labels, and an owner reference
-// to the FriendDeletion.
-func buildJob(fd *snsv1alpha1.FriendDeletion, step string, tmpl *batchv1.JobTemplateSpec, name string, scheme *runtime.Scheme) (*batchv1.Job, error) {
+// to the FriendDeletion. The pairs file is the pod template's
+// PairsAnnotation through the downward API when inline, else the pairs
+// ConfigMap.
+func buildJob(fd *snsv1alpha1.FriendDeletion, step string, tmpl *batchv1.JobTemplateSpec, name string, pairs []byte, inline bool, scheme *runtime.Scheme) (*batchv1.Job, error) {
 	labels := childLabels(fd, step)
 	job := &batchv1.Job{
 		ObjectMeta: metav1.ObjectMeta{
@@ -208,12 +221,17 @@ func buildJob(fd *snsv1alpha1.FriendDeletion, step string, tmpl *batchv1.JobTemp
 	if pod.Spec.RestartPolicy == "" {
 		pod.Spec.RestartPolicy = corev1.RestartPolicyNever
 	}
-	pod.Spec.Volumes = append(withoutVolume(pod.Spec.Volumes, pairsVolume), corev1.Volume{
-		Name: pairsVolume,
-		VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{
-			LocalObjectReference: corev1.LocalObjectReference{Name: pairsConfigMapName(fd.Name)},
-		}},
-	})
+	src := corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{
+		LocalObjectReference: corev1.LocalObjectReference{Name: pairsConfigMapName(fd.Name)},
+	}}
+	if inline {
+		pod.Annotations = merge(pod.Annotations, map[string]string{PairsAnnotation: string(pairs)})
+		src = corev1.VolumeSource{DownwardAPI: &corev1.DownwardAPIVolumeSource{Items: []corev1.DownwardAPIVolumeFile{{
+			Path:     PairsKey,
+			FieldRef: &corev1.ObjectFieldSelector{APIVersion: "v1", FieldPath: "metadata.annotations['" + PairsAnnotation + "']"},
+		}}}}
+	}
+	pod.Spec.Volumes = append(withoutVolume(pod.Spec.Volumes, pairsVolume), corev1.Volume{Name: pairsVolume, VolumeSource: src})
 	env := contractEnv(fd)
 	for _, cs := range [][]corev1.Container{pod.Spec.InitContainers, pod.Spec.Containers} {
 		for i := range cs {

@@ -1,27 +1,31 @@
 // Command bench-controllers measures how fast the FriendDeletion reconciler
 // turns a burst of FriendDeletions into Jobs, against the raw client-go
-// ceiling of creating the same Jobs directly, in one run on one control
-// plane, and the manager's peak memory.
+// ceiling of creating the same Jobs directly, on one control plane, and the
+// manager's peak memory.
 //
 // It starts its own kube-apiserver and etcd (internal/testenv, so
 // KUBEBUILDER_ASSETS or K8S_ASSETS must name them), builds the manager from
 // main.go and runs it as a separate process, the way it runs in a cluster.
 //
-//	go run ./hack/bench-controllers -n 5000
+//	go run ./hack/bench-controllers -n 5000 -rounds 3
 //
-// Phases:
+// Each round has two phases, run one after the other so that both see the
+// same machine:
 //  1. raw: create n Jobs, shaped as the operator shapes them, with
 //     -raw-workers goroutines of a client-go clientset (protobuf, no
 //     client-side rate limit).
 //  2. operator: create a CallbackConfig with one job step and n
-//     FriendDeletions while no manager runs, then start the manager and time
-//     until every FriendDeletion has its Job (and until every one shows
-//     phase Running).
+//     FriendDeletions while no manager runs, then start a fresh manager and
+//     time until every FriendDeletion has its Job, and until every one
+//     shows phase Running.
 //
-// A watch counts Jobs in both phases, so both pay for one watcher. The
-// report gives Jobs per second for both, their ratio, the manager's peak
-// RSS (VmHWM), and how busy the machine's CPUs were, split between the
-// control plane, the manager and everything else.
+// Between phases everything the last one made is deleted and the control
+// plane is let settle, so each phase starts from the same cluster. Watches
+// count Jobs and Running FriendDeletions in both phases alike. The report
+// gives Jobs per second for both (the operator's counted from the manager's
+// start, so it includes its start-up and cache sync), their ratio per round
+// and over all rounds, the manager's peak RSS (VmHWM), how busy the CPUs
+// were, and the API requests the manager made.
 package main
 
 import (
@@ -40,6 +44,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/go-logr/logr"
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -52,26 +57,52 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/log"
 
 	snsv1alpha1 "github.com/imcallback/friend-deletion-operator/api/v1alpha1"
 	"github.com/imcallback/friend-deletion-operator/internal/testenv"
 )
 
+type benchOptions struct {
+	n, rounds, rawWorkers, createWorkers int
+	managerArgs                          []string
+}
+
 func main() {
-	n := flag.Int("n", 5000, "FriendDeletions (and raw Jobs) to create")
-	rawWorkers := flag.Int("raw-workers", 32, "goroutines creating the raw Jobs")
-	createWorkers := flag.Int("create-workers", 32, "goroutines creating the FriendDeletions before the manager starts")
+	var o benchOptions
+	flag.IntVar(&o.n, "n", 5000, "FriendDeletions (and raw Jobs) to create per round")
+	flag.IntVar(&o.rounds, "rounds", 3, "rounds of raw Jobs then the operator")
+	flag.IntVar(&o.rawWorkers, "raw-workers", 32, "goroutines creating the raw Jobs")
+	flag.IntVar(&o.createWorkers, "create-workers", 32, "goroutines creating the FriendDeletions before the manager starts")
 	managerArgs := flag.String("manager-args", "", "extra flags for the manager, space separated")
 	flag.Parse()
-	if err := run(*n, *rawWorkers, *createWorkers, strings.Fields(*managerArgs)); err != nil {
+	o.managerArgs = strings.Fields(*managerArgs)
+	log.SetLogger(logr.Discard()) // the FriendDeletion informer's cache
+	if err := run(o); err != nil {
 		fmt.Fprintln(os.Stderr, "bench-controllers:", err)
 		os.Exit(1)
 	}
 }
 
-func run(n, rawWorkers, createWorkers int, managerArgs []string) error {
-	ctx := context.Background()
+// bench is what every phase uses.
+type bench struct {
+	benchOptions
+	env        *testenv.Env
+	cs         kubernetes.Interface
+	bin        string
+	kubeconfig string
+	cp         []int // kube-apiserver and etcd
+}
+
+// roundResult is one round's figures.
+type roundResult struct {
+	raw, op, opFirstToLast, running time.Duration
+	hwm                             int64
+}
+
+func run(o benchOptions) error {
 	tmp, err := os.MkdirTemp("", "bench-controllers-")
 	if err != nil {
 		return err
@@ -79,8 +110,8 @@ func run(n, rawWorkers, createWorkers int, managerArgs []string) error {
 	defer os.RemoveAll(tmp)
 
 	fmt.Println("building the manager from main.go")
-	bin := filepath.Join(tmp, "manager")
-	build := exec.Command("go", "build", "-o", bin, ".")
+	b := &bench{benchOptions: o, bin: filepath.Join(tmp, "manager"), kubeconfig: filepath.Join(tmp, "kubeconfig")}
+	build := exec.Command("go", "build", "-o", b.bin, ".")
 	build.Dir = testenv.RepoRoot()
 	build.Stdout, build.Stderr = os.Stdout, os.Stderr
 	if err := build.Run(); err != nil {
@@ -88,56 +119,93 @@ func run(n, rawWorkers, createWorkers int, managerArgs []string) error {
 	}
 
 	fmt.Println("starting kube-apiserver and etcd")
-	env, err := testenv.Start()
-	if err != nil {
+	if b.env, err = testenv.Start(); err != nil {
 		return err
 	}
-	defer func() { _ = env.Stop() }()
-	cfg := rest.CopyConfig(env.Config)
+	defer func() { _ = b.env.Stop() }()
+	cfg := rest.CopyConfig(b.env.Config)
 	cfg.QPS, cfg.Burst = -1, 0 // no client-side limit, like the manager
 	cfg.ContentType = apiruntime.ContentTypeProtobuf
-	cs, err := kubernetes.NewForConfig(cfg)
-	if err != nil {
+	if b.cs, err = kubernetes.NewForConfig(cfg); err != nil {
 		return err
 	}
-	kubeconfig := filepath.Join(tmp, "kubeconfig")
-	if err := writeKubeconfig(env.Config, kubeconfig); err != nil {
+	if err := writeKubeconfig(b.env.Config, b.kubeconfig); err != nil {
 		return err
 	}
-	cp := controlPlanePIDs()
-	for _, ns := range []string{"raw", "op"} {
-		if _, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
-			return err
-		}
-	}
+	b.cp = controlPlanePIDs()
 	fmt.Printf("machine: %d CPUs, load average before: %s\n", runtime.NumCPU(), loadavg())
 
-	// Phase 1: the raw ceiling.
-	counter, err := countJobs(ctx, env.Config, "raw", n)
-	if err != nil {
-		return err
+	var results []roundResult
+	for r := 1; r <= o.rounds; r++ {
+		fmt.Printf("\nround %d of %d\n", r, o.rounds)
+		var res roundResult
+		if res.raw, err = b.rawPhase(fmt.Sprintf("raw-%d", r)); err != nil {
+			return err
+		}
+		if err := b.opPhase(fmt.Sprintf("op-%d", r), &res); err != nil {
+			return err
+		}
+		fmt.Printf("round %d: ratio operator/raw Jobs per second %.2f (from the first Job to the last %.2f)\n",
+			r, res.raw.Seconds()/res.op.Seconds(), res.raw.Seconds()/res.opFirstToLast.Seconds())
+		results = append(results, res)
 	}
-	cpu0, cp0 := cpuTotals(), procCPU(cp...)
+
+	var raw, op, ftl time.Duration
+	var hwm int64
+	ratios := make([]string, 0, len(results))
+	for _, res := range results {
+		raw, op, ftl, hwm = raw+res.raw, op+res.op, ftl+res.opFirstToLast, max(hwm, res.hwm)
+		ratios = append(ratios, fmt.Sprintf("%.2f", res.raw.Seconds()/res.op.Seconds()))
+	}
+	total := float64(o.n * len(results))
+	fmt.Printf("\nsummary of %d rounds of %d:\n", len(results), o.n)
+	fmt.Printf("  raw: %.0f Jobs/s; operator: %.0f Jobs/s from the manager's start, %.0f Jobs/s from its first Job\n",
+		total/raw.Seconds(), total/op.Seconds(), total/ftl.Seconds())
+	fmt.Printf("  ratio operator/raw Jobs per second: %.2f over all rounds (per round %s; target >= 0.70)\n",
+		raw.Seconds()/op.Seconds(), strings.Join(ratios, ", "))
+	fmt.Printf("  manager peak memory: VmHWM %.0f MiB (target < 200 MiB)\n", float64(hwm)/(1<<20))
+	return nil
+}
+
+// rawPhase creates n Jobs in ns straight with client-go and returns how
+// long until the watch saw the last one.
+func (b *bench) rawPhase(ns string) (time.Duration, error) {
+	ctx := context.Background()
+	if err := b.prepare(ns); err != nil {
+		return 0, err
+	}
+	counter, err := countJobs(ctx, b.env.Config, ns, b.n)
+	if err != nil {
+		return 0, err
+	}
+	cpu0, cp0 := cpuTotals(), procCPU(b.cp...)
 	start := time.Now()
-	err = parallel(n, rawWorkers, func(i int) error {
-		_, err := cs.BatchV1().Jobs("raw").Create(ctx, rawJob(i), metav1.CreateOptions{})
+	err = parallel(b.n, b.rawWorkers, func(i int) error {
+		_, err := b.cs.BatchV1().Jobs(ns).Create(ctx, rawJob(ns, i), metav1.CreateOptions{})
 		return err
 	})
 	if err != nil {
-		return fmt.Errorf("raw Jobs: %w", err)
+		return 0, fmt.Errorf("raw Jobs: %w", err)
 	}
 	<-counter.done
-	rawDur := counter.last.Sub(start)
-	rawBusy, rawCP := cpuTotals().since(cpu0), procCPU(cp...)-cp0
-	rawRate := float64(n) / rawDur.Seconds()
-	fmt.Printf("raw: %d Jobs in %s: %.0f Jobs/s (%d workers)\n", n, rawDur.Round(time.Millisecond), rawRate, rawWorkers)
-	fmt.Printf("raw: CPU busy %.0f%% of %d cores (control plane %.0f%%, everything else %.0f%%)\n",
-		rawBusy.busyPct(), runtime.NumCPU(), pctOf(rawCP, rawBusy), pctOf(rawBusy.busy-rawCP, rawBusy))
+	d := counter.last.Sub(start)
+	busy, cp := cpuTotals().since(cpu0), procCPU(b.cp...)-cp0
+	fmt.Printf("raw: %d Jobs in %s: %.0f Jobs/s (%d workers); CPU busy %.0f%% of %d cores (control plane %.0f%%, everything else %.0f%%)\n",
+		b.n, d.Round(time.Millisecond), float64(b.n)/d.Seconds(), b.rawWorkers,
+		busy.busyPct(), runtime.NumCPU(), pctOf(cp, busy), pctOf(busy.busy-cp, busy))
+	return d, b.cleanUp(ns)
+}
 
-	// Phase 2: the operator.
-	c := env.Client
+// opPhase creates n FriendDeletions in ns, starts the manager and times
+// until every one has its Job and until every one is Running.
+func (b *bench) opPhase(ns string, res *roundResult) error {
+	ctx := context.Background()
+	if err := b.prepare(ns); err != nil {
+		return err
+	}
+	c := b.env.Client
 	config := &snsv1alpha1.CallbackConfig{
-		ObjectMeta: metav1.ObjectMeta{Namespace: "op", Name: "app"},
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "app"},
 		Spec: snsv1alpha1.CallbackConfigSpec{SDKAppID: "1400000001", Cleanup: []snsv1alpha1.CleanupStep{{
 			Name: "purge", Job: &batchv1.JobTemplateSpec{Spec: jobSpec()},
 		}}},
@@ -146,69 +214,133 @@ func run(n, rawWorkers, createWorkers int, managerArgs []string) error {
 		return err
 	}
 	createStart := time.Now()
-	err = parallel(n, createWorkers, func(i int) error { return c.Create(ctx, friendDeletion(i)) })
+	err := parallel(b.n, b.createWorkers, func(i int) error { return c.Create(ctx, friendDeletion(ns, i)) })
 	if err != nil {
 		return fmt.Errorf("FriendDeletions: %w", err)
 	}
-	fmt.Printf("operator: created %d FriendDeletions in %s (manager not running)\n", n, time.Since(createStart).Round(time.Millisecond))
+	fmt.Printf("operator: created %d FriendDeletions in %s (manager not running)\n", b.n, time.Since(createStart).Round(time.Millisecond))
+	if err := b.settle(); err != nil {
+		return err
+	}
 
-	counter, err = countJobs(ctx, env.Config, "op", n)
+	counter, err := countJobs(ctx, b.env.Config, ns, b.n)
 	if err != nil {
 		return err
 	}
-	args := append([]string{"--kubeconfig", kubeconfig, "--metrics-bind-address", "0", "--health-probe-bind-address", "0",
-		"--receiver-bind-address", "127.0.0.1:0", "--zap-log-level", "error"}, managerArgs...)
-	mgr := exec.Command(bin, args...)
+	running, stopRunning, err := countRunning(ctx, b.env.Config, ns, b.n)
+	if err != nil {
+		return err
+	}
+	defer stopRunning()
+	args := append([]string{"--kubeconfig", b.kubeconfig, "--metrics-bind-address", "0", "--health-probe-bind-address", "0",
+		"--receiver-bind-address", "127.0.0.1:0", "--zap-log-level", "error"}, b.managerArgs...)
+	mgr := exec.Command(b.bin, args...)
 	mgr.Stdout, mgr.Stderr = os.Stdout, os.Stderr
-	req0, err := apiRequests(ctx, cs)
+	req0, err := apiRequests(ctx, b.cs)
 	if err != nil {
 		return err
 	}
-	cpu0, cp0 = cpuTotals(), procCPU(cp...)
-	start = time.Now()
+	cpu0, cp0 := cpuTotals(), procCPU(b.cp...)
+	start := time.Now()
 	if err := mgr.Start(); err != nil {
 		return fmt.Errorf("starting the manager: %w", err)
 	}
 	defer func() { _ = mgr.Process.Kill(); _ = mgr.Wait() }()
-	var peakRSS atomic.Int64
-	stopSampling := sampleRSS(mgr.Process.Pid, &peakRSS)
 
 	select {
 	case <-counter.done:
 	case <-time.After(15 * time.Minute):
-		return fmt.Errorf("timed out: %d of %d Jobs", counter.seen.Load(), n)
+		return fmt.Errorf("timed out: %d of %d Jobs", counter.seen.Load(), b.n)
 	}
-	opDur := counter.last.Sub(start)
-	jobsBusy, jobsCP, jobsMgr := cpuTotals().since(cpu0), procCPU(cp...)-cp0, procCPU(mgr.Process.Pid)
-	running, err := waitAllRunning(ctx, c, n, 10*time.Minute)
+	res.op, res.opFirstToLast = counter.last.Sub(start), counter.last.Sub(counter.first)
+	busy, cp, mcpu := cpuTotals().since(cpu0), procCPU(b.cp...)-cp0, procCPU(mgr.Process.Pid)
+	reqJobs, err := apiRequests(ctx, b.cs)
 	if err != nil {
 		return err
 	}
-	runDur := running.Sub(start)
-	stopSampling()
-	req1, err := apiRequests(ctx, cs)
+	select {
+	case <-running.done:
+	case <-time.After(15 * time.Minute):
+		return fmt.Errorf("timed out: %d of %d FriendDeletions Running", running.seen.Load(), b.n)
+	}
+	res.running = running.last.Sub(start)
+	req1, err := apiRequests(ctx, b.cs)
 	if err != nil {
 		return err
 	}
-	hwm := vmHWM(mgr.Process.Pid)
+	res.hwm = vmHWM(mgr.Process.Pid)
 
-	opRate := float64(n) / opDur.Seconds()
-	fmt.Printf("operator: every FriendDeletion has its Job %s after the manager started: %.0f Jobs/s\n", opDur.Round(time.Millisecond), opRate)
-	fmt.Printf("operator: every FriendDeletion shows phase Running %s after the manager started\n", runDur.Round(time.Millisecond))
+	fmt.Printf("operator: every FriendDeletion has its Job %s after the manager started: %.0f Jobs/s; "+
+		"the first Job after %s, then %.0f Jobs/s\n", res.op.Round(time.Millisecond), float64(b.n)/res.op.Seconds(),
+		counter.first.Sub(start).Round(time.Millisecond), float64(b.n-1)/res.opFirstToLast.Seconds())
+	fmt.Printf("operator: every FriendDeletion shows phase Running %s after the manager started\n", res.running.Round(time.Millisecond))
 	fmt.Printf("operator: CPU busy %.0f%% of %d cores until the last Job (control plane %.0f%%, manager %.0f%%, everything else %.0f%%)\n",
-		jobsBusy.busyPct(), runtime.NumCPU(), pctOf(jobsCP, jobsBusy), pctOf(jobsMgr, jobsBusy), pctOf(jobsBusy.busy-jobsCP-jobsMgr, jobsBusy))
-	fmt.Printf("ratio operator/raw Jobs per second: %.2f (target >= 0.70)\n", opRate/rawRate)
-	fmt.Printf("manager peak memory: VmHWM %.0f MiB, highest sampled RSS %.0f MiB (target < 200 MiB)\n",
-		float64(hwm)/(1<<20), float64(peakRSS.Load())/(1<<20))
-	fmt.Println("API requests while the manager ran (verb resource code: count), writes and lists:")
+		busy.busyPct(), runtime.NumCPU(), pctOf(cp, busy), pctOf(mcpu, busy), pctOf(busy.busy-cp-mcpu, busy))
+	fmt.Printf("operator: manager peak memory VmHWM %.0f MiB\n", float64(res.hwm)/(1<<20))
+	fmt.Println("operator: API requests (verb resource code: count) until the last Job, and until every FriendDeletion was Running:")
 	for _, k := range sortedKeys(req1) {
 		if d := req1[k] - req0[k]; d > 0 {
-			fmt.Printf("  %s: %.0f\n", k, d)
+			fmt.Printf("  %s: %.0f, %.0f\n", k, reqJobs[k]-req0[k], d)
 		}
 	}
-	fmt.Printf("load average after: %s\n", loadavg())
+	_ = mgr.Process.Kill()
+	_ = mgr.Wait()
+	return b.cleanUp(ns)
+}
+
+// prepare creates the phase's namespace and waits for the control plane to
+// settle.
+func (b *bench) prepare(ns string) error {
+	_, err := b.cs.CoreV1().Namespaces().Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{})
+	if err != nil {
+		return err
+	}
+	return b.settle()
+}
+
+// cleanUp deletes the phase's Jobs and FriendDeletions (envtest runs no
+// garbage collector), so that the next phase's watches and the next
+// manager's cache start from the same cluster.
+func (b *bench) cleanUp(ns string) error {
+	ctx := context.Background()
+	background := metav1.DeletePropagationBackground
+	if err := b.cs.BatchV1().Jobs(ns).DeleteCollection(ctx, metav1.DeleteOptions{PropagationPolicy: &background}, metav1.ListOptions{}); err != nil {
+		return fmt.Errorf("deleting Jobs: %w", err)
+	}
+	if err := b.env.Client.DeleteAllOf(ctx, &snsv1alpha1.FriendDeletion{}, client.InNamespace(ns)); err != nil {
+		return fmt.Errorf("deleting FriendDeletions: %w", err)
+	}
+	jobs, err := b.cs.BatchV1().Jobs("").List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return err
+	}
+	var fds snsv1alpha1.FriendDeletionList
+	if err := b.env.Client.List(ctx, &fds); err != nil {
+		return err
+	}
+	if len(jobs.Items)+len(fds.Items) > 0 {
+		return fmt.Errorf("after deleting, %d Jobs and %d FriendDeletions are left", len(jobs.Items), len(fds.Items))
+	}
 	return nil
 }
+
+// settle waits until the control plane uses less than a tenth of a core
+// over half a second, at most a minute.
+func (b *bench) settle() error {
+	const window = 500 * time.Millisecond
+	ticks := float64(clockTicks) * window.Seconds()
+	for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline); {
+		before := procCPU(b.cp...)
+		time.Sleep(window)
+		if procCPU(b.cp...)-before < ticks/10 {
+			return nil
+		}
+	}
+	return fmt.Errorf("the control plane stayed busy for a minute")
+}
+
+// clockTicks is USER_HZ, the unit of /proc CPU times: 100 on Linux.
+const clockTicks = 100
 
 // apiRequests reads apiserver_request_total from the API server's metrics,
 // keyed by "verb resource/subresource code", for writes and lists.
@@ -267,27 +399,29 @@ func jobSpec() batchv1.JobSpec {
 }
 
 // rawJob is shaped like the operator's Jobs: labels, the contract's env and
-// the pairs volume.
-func rawJob(i int) *batchv1.Job {
+// the pairs file inline (one pair), through the downward API.
+func rawJob(ns string, i int) *batchv1.Job {
 	name := fmt.Sprintf("fd-%05d", i)
 	labels := map[string]string{snsv1alpha1.LabelFriendDeletion: name, snsv1alpha1.LabelStep: "purge",
 		snsv1alpha1.LabelConfig: "app", snsv1alpha1.LabelSDKAppID: "1400000001"}
 	spec := jobSpec()
 	spec.Template.Labels = labels
+	spec.Template.Annotations = map[string]string{"sns.imcallback.io/pairs": fmt.Sprintf(`[{"from":"user%05d","to":"friend"}]`, i)}
 	spec.Template.Spec.Volumes = []corev1.Volume{{Name: "friend-deletion-pairs", VolumeSource: corev1.VolumeSource{
-		ConfigMap: &corev1.ConfigMapVolumeSource{LocalObjectReference: corev1.LocalObjectReference{Name: name + "-pairs"}}}}}
+		DownwardAPI: &corev1.DownwardAPIVolumeSource{Items: []corev1.DownwardAPIVolumeFile{{Path: "pairs.json",
+			FieldRef: &corev1.ObjectFieldSelector{APIVersion: "v1", FieldPath: "metadata.annotations['sns.imcallback.io/pairs']"}}}}}}}
 	c := &spec.Template.Spec.Containers[0]
 	c.VolumeMounts = []corev1.VolumeMount{{Name: "friend-deletion-pairs", MountPath: "/etc/friend-deletion", ReadOnly: true}}
-	for _, kv := range [][2]string{{"FRIEND_DELETION_NAME", name}, {"FRIEND_DELETION_NAMESPACE", "raw"}, {"SDKAPPID", "1400000001"},
+	for _, kv := range [][2]string{{"FRIEND_DELETION_NAME", name}, {"FRIEND_DELETION_NAMESPACE", ns}, {"SDKAPPID", "1400000001"},
 		{"PAIR_COUNT", "1"}, {"FROM_ACCOUNT", fmt.Sprintf("user%05d", i)}, {"TO_ACCOUNT", "friend"}, {"PAIRS_FILE", "/etc/friend-deletion/pairs.json"}} {
 		c.Env = append(c.Env, corev1.EnvVar{Name: kv[0], Value: kv[1]})
 	}
 	return &batchv1.Job{ObjectMeta: metav1.ObjectMeta{Name: name + "-purge", Labels: labels}, Spec: spec}
 }
 
-func friendDeletion(i int) *snsv1alpha1.FriendDeletion {
+func friendDeletion(ns string, i int) *snsv1alpha1.FriendDeletion {
 	return &snsv1alpha1.FriendDeletion{
-		ObjectMeta: metav1.ObjectMeta{Namespace: "op", Name: fmt.Sprintf("fd-%05d", i),
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: fmt.Sprintf("fd-%05d", i),
 			Labels: map[string]string{snsv1alpha1.LabelConfig: "app", snsv1alpha1.LabelSDKAppID: "1400000001"}},
 		Spec: snsv1alpha1.FriendDeletionSpec{
 			ConfigName: "app", SDKAppID: "1400000001", PairCount: 1,
@@ -324,9 +458,9 @@ func parallel(n, workers int, f func(int) error) error {
 }
 
 type jobCounter struct {
-	seen atomic.Int64
-	last time.Time
-	done chan struct{}
+	seen        atomic.Int64
+	first, last time.Time
+	done        chan struct{}
 }
 
 // countJobs follows a namespace's Jobs with a metadata-only informer (it
@@ -353,6 +487,9 @@ func countJobs(ctx context.Context, cfg *rest.Config, ns string, n int) (*jobCou
 			return
 		}
 		seen[m.GetName()] = true
+		if len(seen) == 1 {
+			c.first = time.Now()
+		}
 		if int(c.seen.Add(1)) == n {
 			c.last = time.Now()
 			close(c.done)
@@ -369,26 +506,57 @@ func countJobs(ctx context.Context, cfg *rest.Config, ns string, n int) (*jobCou
 	return c, nil
 }
 
-// waitAllRunning polls until every FriendDeletion's phase is Running.
-func waitAllRunning(ctx context.Context, c client.Client, n int, limit time.Duration) (time.Time, error) {
-	deadline := time.Now().Add(limit)
-	for time.Now().Before(deadline) {
-		var list snsv1alpha1.FriendDeletionList
-		if err := c.List(ctx, &list, client.InNamespace("op")); err != nil {
-			return time.Time{}, err
-		}
-		running := 0
-		for _, fd := range list.Items {
-			if fd.Status.Phase == snsv1alpha1.PhaseRunning {
-				running++
-			}
-		}
-		if running == n {
-			return time.Now(), nil
-		}
-		time.Sleep(500 * time.Millisecond)
+// runningCounter closes done when n FriendDeletions were seen Running.
+type runningCounter struct {
+	seen atomic.Int64
+	last time.Time
+	done chan struct{}
+}
+
+// countRunning follows a namespace's FriendDeletions with an informer and
+// counts those whose phase turned Running.
+func countRunning(ctx context.Context, cfg *rest.Config, ns string, n int) (*runningCounter, func(), error) {
+	ctx, cancel := context.WithCancel(ctx)
+	ca, err := cache.New(cfg, cache.Options{Scheme: testenv.Scheme(), DefaultNamespaces: map[string]cache.Config{ns: {}}})
+	if err != nil {
+		cancel()
+		return nil, nil, err
 	}
-	return time.Time{}, fmt.Errorf("not every FriendDeletion Running after %s", limit)
+	inf, err := ca.GetInformer(ctx, &snsv1alpha1.FriendDeletion{})
+	if err != nil {
+		cancel()
+		return nil, nil, err
+	}
+	c := &runningCounter{done: make(chan struct{})}
+	var mu sync.Mutex
+	seen := map[string]bool{}
+	count := func(obj any) {
+		fd, ok := obj.(*snsv1alpha1.FriendDeletion)
+		if !ok || fd.Status.Phase != snsv1alpha1.PhaseRunning {
+			return
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if seen[fd.Name] {
+			return
+		}
+		seen[fd.Name] = true
+		if int(c.seen.Add(1)) == n {
+			c.last = time.Now()
+			close(c.done)
+		}
+	}
+	_, err = inf.AddEventHandler(toolscache.ResourceEventHandlerFuncs{AddFunc: count, UpdateFunc: func(_, o any) { count(o) }})
+	if err != nil {
+		cancel()
+		return nil, nil, err
+	}
+	go func() { _ = ca.Start(ctx) }()
+	if !ca.WaitForCacheSync(ctx) {
+		cancel()
+		return nil, nil, fmt.Errorf("FriendDeletion informer did not sync")
+	}
+	return c, cancel, nil
 }
 
 func writeKubeconfig(cfg *rest.Config, path string) error {
