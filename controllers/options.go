@@ -50,7 +50,7 @@ type Options struct {
 // say otherwise.
 func DefaultOptions() Options {
 	return Options{
-		FriendDeletionConcurrency: 16,
+		FriendDeletionConcurrency: 32,
 		CallbackConfigConcurrency: 2,
 		RetryBaseDelay:            50 * time.Millisecond,
 		RetryMaxDelay:             5 * time.Minute,

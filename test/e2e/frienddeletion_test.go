@@ -63,6 +63,15 @@ func TestSignedCallbackRunsItsJobToSucceeded(t *testing.T) {
 	expectJobFinished(g, a.namespace, job, "Complete", "Succeeded")
 	g.Expect(kc(g, "get", "frienddeletion", name, "-n", a.namespace,
 		"-o", `jsonpath={.status.conditions[?(@.type=="Ready")].status}`)).To(Equal("True"))
+
+	// One pair is inlined: the Job controller's pod carries the pairs file
+	// in an annotation the downward API mounts, and there is no ConfigMap.
+	pod := "batch.kubernetes.io/job-name=" + job
+	g.Expect(kc(g, "get", "pods", "-n", a.namespace, "-l", pod,
+		"-o", `jsonpath={.items[0].metadata.annotations.sns\.imcallback\.io/pairs}`)).To(MatchJSON(`[{"from":"alice","to":"bob"}]`))
+	g.Expect(kc(g, "get", "pods", "-n", a.namespace, "-l", pod,
+		"-o", `jsonpath={.items[0].spec.volumes[?(@.name=="friend-deletion-pairs")].downwardAPI.items[0].path}`)).To(Equal("pairs.json"))
+	g.Expect(kc(g, "get", "configmaps", "-n", a.namespace, "-l", snsv1alpha1.LabelFriendDeletion, "-o", "name")).To(BeEmpty())
 }
 
 func TestRedeliveredCallbackIsStoredOnce(t *testing.T) {
@@ -120,7 +129,8 @@ func TestCallbackWith2000Pairs(t *testing.T) {
 		To(HaveLen(snsv1alpha1.MaxPairs))
 	expectJobFinished(g, a.namespace, jobOf(g, a.namespace, name), "Complete", "Succeeded")
 
-	// The Job's pairs file comes from a ConfigMap holding every pair.
+	// 2000 pairs are too many to inline: the Job's pairs file comes from a
+	// ConfigMap holding every pair.
 	var cms struct {
 		Items []struct {
 			Data map[string]string `json:"data"`
