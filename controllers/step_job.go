@@ -21,7 +21,7 @@ import (
 )
 
 // The Job contract: what every container of a job step's Job gets. See
-// JOB_CONTRACT.md.
+// the README's section "The Job contract".
 const (
 	EnvFriendDeletionName      = "FRIEND_DELETION_NAME"
 	EnvFriendDeletionNamespace = "FRIEND_DELETION_NAMESPACE"

@@ -19,7 +19,7 @@
 //		Owns(&corev1.ConfigMap{}).
 //		Complete(&AuditReconciler{Client: mgr.GetClient()})
 //
-// See controllers/WRITING_A_RECONCILER.md and the worked example in
+// See the README's section "Writing a reconciler" and the worked example in
 // controllers/examples/audit.
 package cleanup
 

@@ -8,7 +8,7 @@
 //	- name: audit
 //	  external: {deadline: 5m}
 //
-// WRITING_A_RECONCILER.md in the folder above walks through this file.
+// The README's section "Writing a reconciler" walks through this file.
 package audit
 
 import (
