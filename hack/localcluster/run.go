@@ -6,7 +6,6 @@ import (
 	"flag"
 	"fmt"
 	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -186,40 +185,11 @@ func startManager(ctx context.Context, f *runFlags, kubeconfig string) (*cluster
 	if err := mgr.Start(); err != nil {
 		return nil, err
 	}
-	if err := waitForManager(ctx, mgr, f.healthAddr); err != nil {
+	if err := mgr.WaitReady(ctx, "http://"+loopback(f.healthAddr)+"/readyz"); err != nil {
 		_ = mgr.Stop(15 * time.Second)
 		return nil, err
 	}
 	return mgr, nil
-}
-
-// waitForManager polls the manager's /readyz until it answers 200.
-func waitForManager(ctx context.Context, mgr *cluster.Process, healthAddr string) error {
-	url := "http://" + loopback(healthAddr) + "/readyz"
-	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
-	defer cancel()
-	ticker := time.NewTicker(200 * time.Millisecond)
-	defer ticker.Stop()
-	var last error
-	for {
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-		resp, err := http.DefaultClient.Do(req)
-		if err == nil {
-			_ = resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
-			}
-			err = errors.New(resp.Status)
-		}
-		last = err
-		select {
-		case <-mgr.Done():
-			return fmt.Errorf("before it was ready, %w", mgr.ExitError())
-		case <-ctx.Done():
-			return fmt.Errorf("the manager is not ready at %s: %w (%v)", url, ctx.Err(), last)
-		case <-ticker.C:
-		}
-	}
 }
 
 // waitAndStop waits for Ctrl-C or for the manager to exit, then stops the

@@ -10,8 +10,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -174,7 +172,7 @@ func startManager(ctx context.Context, bin string) error {
 
 	ports := make([]int, 3)
 	for i := range ports {
-		if ports[i], err = freePort(); err != nil {
+		if ports[i], err = cluster.FreePort(); err != nil {
 			return err
 		}
 	}
@@ -201,7 +199,7 @@ func startManager(ctx context.Context, bin string) error {
 	if err := manager.Start(); err != nil {
 		return err
 	}
-	return waitForHTTP(ctx, "http://"+healthAddr+"/readyz")
+	return manager.WaitReady(ctx, "http://"+healthAddr+"/readyz")
 }
 
 // withoutDeployment drops the Deployment from a multi-document YAML stream
@@ -236,34 +234,6 @@ func withoutDeployment(manifests []byte) ([]byte, *unstructured.Unstructured, er
 	return out.Bytes(), sa, nil
 }
 
-// waitForHTTP polls url until it answers 200, or the manager exits.
-func waitForHTTP(ctx context.Context, url string) error {
-	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
-	defer cancel()
-	ticker := time.NewTicker(200 * time.Millisecond)
-	defer ticker.Stop()
-	var last error
-	for {
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-		resp, err := http.DefaultClient.Do(req)
-		if err == nil {
-			_ = resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
-			}
-			err = errors.New(resp.Status)
-		}
-		last = err
-		select {
-		case <-manager.Done():
-			return manager.ExitError()
-		case <-ctx.Done():
-			return fmt.Errorf("the manager is not ready at %s: %v", url, last)
-		case <-ticker.C:
-		}
-	}
-}
-
 // kubectl runs the cluster's kubectl as the admin, with stdin when given,
 // and returns its standard output.
 func kubectl(ctx context.Context, stdin []byte, args ...string) ([]byte, error) {
@@ -282,13 +252,4 @@ func kubectl(ctx context.Context, stdin []byte, args ...string) ([]byte, error) 
 		return out, err
 	}
 	return out, nil
-}
-
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
 }

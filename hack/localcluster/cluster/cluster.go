@@ -270,7 +270,7 @@ func (c *Cluster) startAPIServer(ctx context.Context, port int) error {
 }
 
 func (c *Cluster) startControllerManager(ctx context.Context) error {
-	port, err := freePort()
+	port, err := FreePort()
 	if err != nil {
 		return err
 	}
@@ -298,7 +298,7 @@ func (c *Cluster) startControllerManager(ctx context.Context) error {
 }
 
 func (c *Cluster) startScheduler(ctx context.Context) error {
-	port, err := freePort()
+	port, err := FreePort()
 	if err != nil {
 		return err
 	}
@@ -329,7 +329,7 @@ func (c *Cluster) startKwok(ctx context.Context) error {
 	if err := os.WriteFile(stagesPath, stages, 0o644); err != nil {
 		return err
 	}
-	port, err := freePort()
+	port, err := FreePort()
 	if err != nil {
 		return err
 	}
@@ -539,8 +539,8 @@ func healthCheck(url string) func(context.Context) error {
 	}
 }
 
-// freePort returns a TCP port on 127.0.0.1 that nothing listens on.
-func freePort() (int, error) {
+// FreePort returns a TCP port on 127.0.0.1 that nothing listens on.
+func FreePort() (int, error) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return 0, err

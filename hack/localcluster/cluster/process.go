@@ -2,9 +2,11 @@ package cluster
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"strings"
@@ -71,6 +73,39 @@ func (p *Process) Start() error {
 
 // Done is closed when the process has exited.
 func (p *Process) Done() <-chan struct{} { return p.done }
+
+// WaitReady polls url (a plain-HTTP readiness endpoint of the process, such
+// as a manager's /readyz) until it answers 200, for at most two minutes. It
+// fails at once when the process exits first.
+func (p *Process) WaitReady(ctx context.Context, url string) error {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	ticker := time.NewTicker(200 * time.Millisecond)
+	defer ticker.Stop()
+	var last error
+	for {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		if err != nil {
+			return err
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err == nil {
+			_ = resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+			err = errors.New(resp.Status)
+		}
+		last = err
+		select {
+		case <-p.Done():
+			return fmt.Errorf("before it was ready, %w", p.ExitError())
+		case <-ctx.Done():
+			return fmt.Errorf("%s is not ready at %s: %w (%v)", p.Name, url, ctx.Err(), last)
+		case <-ticker.C:
+		}
+	}
+}
 
 // Exited reports whether the process has exited, and how.
 func (p *Process) Exited() (bool, error) {
