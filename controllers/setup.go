@@ -37,6 +37,7 @@ import (
 
 // +kubebuilder:rbac:groups=sns.imcallback.io,resources=frienddeletions,verbs=get;list;watch;delete
 // +kubebuilder:rbac:groups=sns.imcallback.io,resources=frienddeletions/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups=sns.imcallback.io,resources=frienddeletions/finalizers,verbs=update
 // +kubebuilder:rbac:groups=sns.imcallback.io,resources=callbackconfigs,verbs=get;list;watch
 // +kubebuilder:rbac:groups=sns.imcallback.io,resources=callbackconfigs/status,verbs=get;update;patch
 // +kubebuilder:rbac:groups=batch,resources=jobs,verbs=get;list;watch;create

@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
@@ -57,7 +58,7 @@ func Scheme() *apiruntime.Scheme {
 
 // Start starts etcd and kube-apiserver and installs the CRDs from
 // config/crd/bases. Call Stop when done, usually from TestMain.
-func Start() (*Env, error) {
+func Start(opts ...Option) (*Env, error) {
 	assets := os.Getenv("KUBEBUILDER_ASSETS")
 	if assets == "" {
 		assets = os.Getenv("K8S_ASSETS")
@@ -77,6 +78,9 @@ func Start() (*Env, error) {
 		ErrorIfCRDPathMissing: true,
 		Scheme:                s,
 	}
+	for _, o := range opts {
+		o(env)
+	}
 	cfg, err := env.Start()
 	if err != nil {
 		return nil, fmt.Errorf("starting envtest control plane from %s: %w", assets, err)
@@ -95,10 +99,21 @@ func Start() (*Env, error) {
 // Stop stops the control plane.
 func (e *Env) Stop() error { return e.Environment.Stop() }
 
+// Option changes the control plane before it starts.
+type Option func(*envtest.Environment)
+
+// WithAdmissionPlugins turns on kube-apiserver admission plugins that are
+// off by default.
+func WithAdmissionPlugins(names ...string) Option {
+	return func(e *envtest.Environment) {
+		e.ControlPlane.GetAPIServer().Configure().Append("enable-admission-plugins", strings.Join(names, ","))
+	}
+}
+
 // Run is the body of a TestMain: it starts the control plane, runs the
 // package's tests, stops it and exits. set receives the started Env.
-func Run(m *testing.M, set func(*Env)) {
-	env, err := Start()
+func Run(m *testing.M, set func(*Env), opts ...Option) {
+	env, err := Start(opts...)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "testenv:", err)
 		os.Exit(1)

@@ -34,7 +34,8 @@ import (
 // runs the manager as its ServiceAccount (impersonated, with the generated
 // ClusterRole and the leader-election Role and nothing more) and sends a
 // callback through: it must be stored, its Job created, and the
-// FriendDeletion must reach Succeeded once the Job completes.
+// FriendDeletion must reach Succeeded once the Job completes. Then a callback
+// of many pairs, whose Job reads its pairs from a ConfigMap.
 func TestManagerRunsWithInstalledPermissions(t *testing.T) {
 	g := NewWithT(t)
 	apply(t, filepath.Join(root, bundleFile))
@@ -145,11 +146,34 @@ func TestManagerRunsWithInstalledPermissions(t *testing.T) {
 		g.Expect(fd.Status.Phase).To(Equal(snsv1alpha1.PhaseSucceeded))
 	}).WithTimeout(time.Minute).WithPolling(100 * time.Millisecond).Should(Succeed())
 
+	// A deletion of many pairs (over controllers.InlinePairsLimit as JSON)
+	// gets its pairs file from a ConfigMap, also owned by the FriendDeletion.
+	var pairs []string
+	for i := range 200 {
+		pairs = append(pairs, fmt.Sprintf(`{"From_Account":"id","To_Account":"friend-%03d"}`, i))
+	}
+	body = `{"CallbackCommand":"Sns.CallbackFriendDelete","PairList":[` + strings.Join(pairs, ",") + `]}`
+	g.Eventually(func(g Gomega) {
+		resp, err := http.Post(callbackURL, "application/json", strings.NewReader(body))
+		g.Expect(err).NotTo(HaveOccurred())
+		defer resp.Body.Close()
+		g.Expect(resp.StatusCode).To(Equal(http.StatusOK))
+	}).WithTimeout(time.Minute).WithPolling(200 * time.Millisecond).Should(Succeed())
+	g.Eventually(func(g Gomega) {
+		var cms corev1.ConfigMapList
+		g.Expect(env.Client.List(t.Context(), &cms, client.InNamespace(ns), client.HasLabels{snsv1alpha1.LabelFriendDeletion})).To(Succeed())
+		g.Expect(cms.Items).To(HaveLen(1))
+		g.Expect(cms.Items[0].OwnerReferences).To(ConsistOf(HaveField("Kind", "FriendDeletion")))
+		var jobs batchv1.JobList
+		g.Expect(env.Client.List(t.Context(), &jobs, client.InNamespace(ns))).To(Succeed())
+		g.Expect(jobs.Items).To(HaveLen(2))
+	}).WithTimeout(time.Minute).WithPolling(100 * time.Millisecond).Should(Succeed())
+
 	// The receiver's batched counters reach the config's status too.
 	g.Eventually(func(g Gomega) {
 		got := &snsv1alpha1.CallbackConfig{}
 		g.Expect(env.Client.Get(t.Context(), client.ObjectKeyFromObject(cfg), got)).To(Succeed())
-		g.Expect(got.Status.AcceptedCallbacks).To(BeNumerically(">=", 1))
+		g.Expect(got.Status.AcceptedCallbacks).To(BeNumerically(">=", 2))
 	}).WithTimeout(time.Minute).WithPolling(100 * time.Millisecond).Should(Succeed())
 }
 

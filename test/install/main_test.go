@@ -29,8 +29,13 @@ import (
 
 var env *testenv.Env
 
+// TestMain starts a control plane with OwnerReferencesPermissionEnforcement
+// on, as OpenShift and other hardened clusters run it: there, an owner
+// reference that blocks its owner's deletion (as a controller reference
+// does) needs permission to update the owner's finalizers, so the installed
+// role must grant it for the operator's Jobs and ConfigMaps to be created.
 func TestMain(m *testing.M) {
-	testenv.Run(m, func(e *testenv.Env) { env = e })
+	testenv.Run(m, func(e *testenv.Env) { env = e }, testenv.WithAdmissionPlugins("OwnerReferencesPermissionEnforcement"))
 }
 
 // root is the repository's top folder.
