@@ -183,6 +183,7 @@ func newHarnessOn(t *testing.T, env *testenv.Env, mgr ctrl.Manager, opts ...harn
 	}
 	h.recv = &Receiver{
 		reader:   mgr.GetClient(),
+		secrets:  newTokenSecrets(mgr.GetCache(), mgr.GetAPIReader()),
 		store:    &store{client: writer, metrics: m},
 		rules:    rules{trustForwardedFor: o.TrustForwardedFor},
 		maxBody:  o.MaxBodyBytes,
@@ -260,7 +261,7 @@ func (h *harness) secret(name, key, value string) {
 	if err != nil {
 		h.t.Fatalf("writing Secret %s: %v", name, err)
 	}
-	h.waitCached(sec, &corev1.Secret{})
+	h.waitCached(sec, secretMetadata()) // the receiver caches no Secret data
 }
 
 func (h *harness) waitCached(obj client.Object, into client.Object) {

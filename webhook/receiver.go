@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
-	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/clock"
@@ -30,9 +29,10 @@ const MaxTokenBytes = 128
 // against its CallbackConfig and, when every rule holds, stores it as a
 // FriendDeletion before answering OK.
 type Receiver struct {
-	// reader reads CallbackConfigs and token Secrets, from the manager's
-	// cache.
-	reader   client.Reader
+	// reader reads CallbackConfigs, from the manager's cache.
+	reader client.Reader
+	// secrets reads token Secrets.
+	secrets  *tokenSecrets
 	store    *store
 	rules    rules
 	maxBody  int64
@@ -148,13 +148,13 @@ func (r *Receiver) readBody(req *http.Request) ([]byte, *rejection) {
 var errToken = errors.New("callback authentication token")
 
 // token reads the callback authentication token from the config's Secret,
-// through the cache, so that a rotated token takes effect at once. Leading
+// so that a rotated token takes effect at once (see tokenSecrets). Leading
 // and trailing white space (a file's final line break, typically) is not
 // part of it, as the CallbackConfig reconciler also reads it.
 func (r *Receiver) token(ctx context.Context, cfg *snsv1alpha1.CallbackConfig) (string, error) {
 	ref := cfg.Spec.Auth.TokenSecretRef
-	sec := &corev1.Secret{}
-	if err := r.reader.Get(ctx, types.NamespacedName{Namespace: cfg.Namespace, Name: ref.Name}, sec); err != nil {
+	sec, err := r.secrets.Get(ctx, types.NamespacedName{Namespace: cfg.Namespace, Name: ref.Name})
+	if err != nil {
 		return "", fmt.Errorf("%w: reading Secret %s: %w", errToken, ref.Name, err)
 	}
 	v, ok := sec.Data[ref.Key]

@@ -15,7 +15,6 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
-	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/certwatcher"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -91,7 +90,7 @@ func (s *server) Start(ctx context.Context) error {
 	defer close(s.done)
 	if s.informers != nil {
 		s.ready.set(errors.New("callback receiver is waiting for its caches to sync"))
-		for _, obj := range []client.Object{&snsv1alpha1.CallbackConfig{}, &corev1.Secret{}} {
+		for _, obj := range []client.Object{&snsv1alpha1.CallbackConfig{}, secretMetadata()} {
 			if _, err := s.informers.GetInformer(ctx, obj); err != nil {
 				return fmt.Errorf("warming the cache for %T: %w", obj, err)
 			}

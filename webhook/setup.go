@@ -64,6 +64,7 @@ func setup(mgr ctrl.Manager, opts Options, reg prometheus.Registerer) (*parts, e
 	counts := newCounters()
 	r := &Receiver{
 		reader:   mgr.GetClient(),
+		secrets:  newTokenSecrets(mgr.GetCache(), mgr.GetAPIReader()),
 		store:    &store{client: writer, metrics: m},
 		rules:    rules{trustForwardedFor: opts.TrustForwardedFor},
 		maxBody:  opts.MaxBodyBytes,

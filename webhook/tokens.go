@@ -1,0 +1,85 @@
+package webhook
+
+import (
+	"context"
+	"sync"
+
+	"golang.org/x/sync/singleflight"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+)
+
+// secretMetadata is the object the manager's cache keeps of every Secret:
+// metadata only, so that a cluster's many large Secrets (Helm releases,
+// certificates) cost the operator little memory and no token but the ones
+// it uses ever sits in its heap. The CallbackConfig reconciler watches the
+// same informer.
+func secretMetadata() *metav1.PartialObjectMetadata {
+	m := &metav1.PartialObjectMetadata{}
+	m.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Secret"))
+	return m
+}
+
+// tokenSecrets reads the Secrets that hold callback tokens. It keeps a copy
+// of each Secret it was asked for, and checks it against the cached metadata
+// on every read: a copy whose resourceVersion is no longer the Secret's is
+// read again from the API server, so a rotated token takes effect as soon
+// as the watch delivers the change, as with a full Secret informer.
+type tokenSecrets struct {
+	// meta is the manager's cache, holding Secrets' metadata.
+	meta client.Reader
+	// direct reads from the API server.
+	direct client.Reader
+
+	mu     sync.Mutex
+	copies map[types.NamespacedName]*corev1.Secret
+	// reads makes concurrent reads of one changed Secret one API request.
+	reads singleflight.Group
+}
+
+func newTokenSecrets(meta, direct client.Reader) *tokenSecrets {
+	return &tokenSecrets{meta: meta, direct: direct, copies: map[types.NamespacedName]*corev1.Secret{}}
+}
+
+// Get returns the Secret. The caller must not change it.
+func (s *tokenSecrets) Get(ctx context.Context, key types.NamespacedName) (*corev1.Secret, error) {
+	m := secretMetadata()
+	err := s.meta.Get(ctx, key, m)
+	switch {
+	case apierrors.IsNotFound(err):
+		// The cache may lag behind a Secret created a moment ago: ask the
+		// API server before saying it is missing.
+		m = nil
+	case err != nil:
+		return nil, err
+	}
+	s.mu.Lock()
+	c := s.copies[key]
+	s.mu.Unlock()
+	if c != nil && m != nil && c.UID == m.UID && c.ResourceVersion == m.ResourceVersion {
+		return c, nil
+	}
+	v, err, _ := s.reads.Do(key.String(), func() (any, error) {
+		fresh := &corev1.Secret{}
+		err := s.direct.Get(ctx, key, fresh)
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		switch {
+		case apierrors.IsNotFound(err):
+			delete(s.copies, key)
+			return nil, err
+		case err != nil:
+			return nil, err
+		}
+		fresh.ManagedFields = nil
+		s.copies[key] = fresh
+		return fresh, nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return v.(*corev1.Secret), nil
+}
