@@ -229,7 +229,9 @@ func setJobStatus(t *testing.T, job *batchv1.Job, outcome string) {
 	}
 	gt(t).Eventually(func(g Gomega) {
 		g.Expect(env.Client.Get(context.Background(), client.ObjectKeyFromObject(job), job)).To(Succeed())
-		job.Status.StartTime = &now
+		if job.Status.StartTime == nil { // immutable once set
+			job.Status.StartTime = &now
+		}
 		switch outcome {
 		case "podFailed":
 			job.Status.Active, job.Status.Failed = 1, 1
