@@ -275,7 +275,7 @@ func TestBuildJobKeepsTemplateAndAddsContract(t *testing.T) {
 	tmpl.Spec.Template.Spec.InitContainers = []corev1.Container{{Name: "init", Image: "busybox",
 		Env: []corev1.EnvVar{{Name: "FROM_ACCOUNT", Value: "spoofed"}}}}
 	tmpl.Spec.Template.Spec.Volumes = []corev1.Volume{{Name: "scratch"}}
-	job, err := buildJob(fd, "purge", tmpl, "fd-purge", []byte(`[{"from":"alice","to":"bob"}]`), true, testenv.Scheme())
+	job, err := buildJob(fd, "purge", tmpl, "fd-purge", []byte(`[{"from":"alice","to":"bob"}]`), testenv.Scheme())
 	g.Expect(err).NotTo(HaveOccurred())
 	g.Expect(job.OwnerReferences).To(HaveLen(1))
 	g.Expect(*job.OwnerReferences[0].Controller).To(BeTrue())
@@ -294,28 +294,29 @@ func TestBuildJobKeepsTemplateAndAddsContract(t *testing.T) {
 
 func TestBuildJobPairsFileSource(t *testing.T) {
 	fd := newFriendDeletion("ns", "fd", "app")
-	pairs := []byte(`[{"from":"alice","to":"bob"}]`)
+	small := []byte(`[{"from":"alice","to":"bob"}]`)
+	large := []byte(`[{"from":"alice","to":"` + strings.Repeat("b", InlinePairsLimit) + `"}]`)
 	for _, tc := range []struct {
 		name       string
-		inline     bool
+		pairs      []byte
 		annotation bool
 		source     types.GomegaMatcher
 	}{
-		{"inline, from the downward API", true, true, HaveField("DownwardAPI.Items", ConsistOf(corev1.DownwardAPIVolumeFile{
+		{"inline, from the downward API", small, true, HaveField("DownwardAPI.Items", ConsistOf(corev1.DownwardAPIVolumeFile{
 			Path: "pairs.json", FieldRef: &corev1.ObjectFieldSelector{APIVersion: "v1", FieldPath: "metadata.annotations['sns.imcallback.io/pairs']"},
 		}))},
-		{"too large, from the ConfigMap", false, false, HaveField("ConfigMap.Name", "fd-pairs")},
+		{"too large, from the ConfigMap", large, false, HaveField("ConfigMap.Name", "fd-pairs")},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			g := NewWithT(t)
 			tmpl := jobStep("purge").Job
 			// A template's own volume of the contract's name is replaced.
 			tmpl.Spec.Template.Spec.Volumes = []corev1.Volume{{Name: pairsVolume, VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}}}
-			job, err := buildJob(fd, "purge", tmpl, "fd-purge", pairs, tc.inline, testenv.Scheme())
+			job, err := buildJob(fd, "purge", tmpl, "fd-purge", tc.pairs, testenv.Scheme())
 			g.Expect(err).NotTo(HaveOccurred())
 			g.Expect(job.Spec.Template.Spec.Volumes).To(ConsistOf(HaveField("VolumeSource", tc.source)))
 			if tc.annotation {
-				g.Expect(job.Spec.Template.Annotations).To(HaveKeyWithValue(PairsAnnotation, string(pairs)))
+				g.Expect(job.Spec.Template.Annotations).To(HaveKeyWithValue(PairsAnnotation, string(tc.pairs)))
 			} else {
 				g.Expect(job.Spec.Template.Annotations).NotTo(HaveKey(PairsAnnotation))
 			}

@@ -115,8 +115,7 @@ func (r *FriendDeletionReconciler) createJob(ctx context.Context, fd *snsv1alpha
 	if err != nil {
 		return false, fmt.Errorf("encoding pairs: %w", err)
 	}
-	inline := len(pairs) <= InlinePairsLimit
-	if !inline {
+	if !inlinePairs(pairs) {
 		cm, err := pairsConfigMap(fd, pairs, r.Scheme())
 		if err != nil {
 			return false, err
@@ -125,7 +124,7 @@ func (r *FriendDeletionReconciler) createJob(ctx context.Context, fd *snsv1alpha
 			return false, fmt.Errorf("creating ConfigMap %s: %w", cm.Name, err)
 		}
 	}
-	job, err := buildJob(fd, step, tmpl, name, pairs, inline, r.Scheme())
+	job, err := buildJob(fd, step, tmpl, name, pairs, r.Scheme())
 	if err != nil {
 		return false, err
 	}
@@ -182,6 +181,10 @@ func childLabels(fd *snsv1alpha1.FriendDeletion, step string) map[string]string 
 	return l
 }
 
+// inlinePairs reports whether a pairs file is small enough to travel in
+// PairsAnnotation instead of a ConfigMap.
+func inlinePairs(pairs []byte) bool { return len(pairs) <= InlinePairsLimit }
+
 // pairsConfigMap is the immutable ConfigMap holding the pairs file, owned by
 // the FriendDeletion.
 func pairsConfigMap(fd *snsv1alpha1.FriendDeletion, pairs []byte, scheme *runtime.Scheme) (*corev1.ConfigMap, error) {
@@ -202,10 +205,10 @@ func pairsConfigMap(fd *snsv1alpha1.FriendDeletion, pairs []byte, scheme *runtim
 
 // buildJob is the step's Job: the config's template with the Job contract
 // added to every container, the operator's labels, and an owner reference
-// to the FriendDeletion. The pairs file is the pod template's
-// PairsAnnotation through the downward API when inline, else the pairs
-// ConfigMap.
-func buildJob(fd *snsv1alpha1.FriendDeletion, step string, tmpl *batchv1.JobTemplateSpec, name string, pairs []byte, inline bool, scheme *runtime.Scheme) (*batchv1.Job, error) {
+// to the FriendDeletion. pairs is the pairs file: the pod template's
+// PairsAnnotation through the downward API when it is small enough to
+// inline, else the pairs ConfigMap.
+func buildJob(fd *snsv1alpha1.FriendDeletion, step string, tmpl *batchv1.JobTemplateSpec, name string, pairs []byte, scheme *runtime.Scheme) (*batchv1.Job, error) {
 	labels := childLabels(fd, step)
 	job := &batchv1.Job{
 		ObjectMeta: metav1.ObjectMeta{
@@ -224,7 +227,7 @@ func buildJob(fd *snsv1alpha1.FriendDeletion, step string, tmpl *batchv1.JobTemp
 	src := corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{
 		LocalObjectReference: corev1.LocalObjectReference{Name: pairsConfigMapName(fd.Name)},
 	}}
-	if inline {
+	if inlinePairs(pairs) {
 		pod.Annotations = merge(pod.Annotations, map[string]string{PairsAnnotation: string(pairs)})
 		src = corev1.VolumeSource{DownwardAPI: &corev1.DownwardAPIVolumeSource{Items: []corev1.DownwardAPIVolumeFile{{
 			Path:     PairsKey,

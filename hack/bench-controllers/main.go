@@ -254,7 +254,7 @@ func (b *bench) opPhase(ns string, res *roundResult) error {
 	select {
 	case <-counter.done:
 	case <-time.After(15 * time.Minute):
-		return fmt.Errorf("timed out: %d of %d Jobs", counter.seen.Load(), b.n)
+		return fmt.Errorf("timed out: %d of %d Jobs", counter.seen(), b.n)
 	}
 	res.op, res.opFirstToLast = counter.last.Sub(start), counter.last.Sub(counter.first)
 	busy, cp, mcpu := cpuTotals().since(cpu0), procCPU(b.cp...)-cp0, procCPU(mgr.Process.Pid)
@@ -265,7 +265,7 @@ func (b *bench) opPhase(ns string, res *roundResult) error {
 	select {
 	case <-running.done:
 	case <-time.After(15 * time.Minute):
-		return fmt.Errorf("timed out: %d of %d FriendDeletions Running", running.seen.Load(), b.n)
+		return fmt.Errorf("timed out: %d of %d FriendDeletions Running", running.seen(), b.n)
 	}
 	res.running = running.last.Sub(start)
 	req1, err := apiRequests(ctx, b.cs)
@@ -466,42 +466,59 @@ func parallel(n, workers int, f func(int) error) error {
 	return <-errs
 }
 
-type jobCounter struct {
-	seen        atomic.Int64
+// nameCounter counts distinct names up to n: it notes when it saw the
+// first and the nth, and closes done at the nth.
+type nameCounter struct {
+	n           int
+	mu          sync.Mutex
+	names       map[string]bool
 	first, last time.Time
 	done        chan struct{}
 }
 
+func newCounter(n int) *nameCounter {
+	return &nameCounter{n: n, names: map[string]bool{}, done: make(chan struct{})}
+}
+
+// add counts name, once, and reports whether it was the nth.
+func (c *nameCounter) add(name string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.names[name] || len(c.names) == c.n {
+		return false
+	}
+	c.names[name] = true
+	now := time.Now()
+	if len(c.names) == 1 {
+		c.first = now
+	}
+	if len(c.names) < c.n {
+		return false
+	}
+	c.last = now
+	close(c.done)
+	return true
+}
+
+// seen is how many names were counted so far.
+func (c *nameCounter) seen() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.names)
+}
+
 // countJobs follows a namespace's Jobs with a metadata-only informer (it
-// lists again if the API server drops the watch) and closes done when n
-// distinct Jobs were seen.
-func countJobs(ctx context.Context, cfg *rest.Config, ns string, n int) (*jobCounter, error) {
+// lists again if the API server drops the watch) and counts them until n.
+func countJobs(ctx context.Context, cfg *rest.Config, ns string, n int) (*nameCounter, error) {
 	mc, err := metadata.NewForConfig(cfg)
 	if err != nil {
 		return nil, err
 	}
-	c := &jobCounter{done: make(chan struct{})}
+	c := newCounter(n)
 	stop := make(chan struct{})
 	inf := metadatainformer.NewFilteredMetadataInformer(mc, batchv1.SchemeGroupVersion.WithResource("jobs"), ns, 0, toolscache.Indexers{}, nil)
-	var mu sync.Mutex
-	seen := map[string]bool{}
 	_, err = inf.Informer().AddEventHandler(toolscache.ResourceEventHandlerFuncs{AddFunc: func(obj any) {
-		m, ok := obj.(metav1.Object)
-		if !ok {
-			return
-		}
-		mu.Lock()
-		defer mu.Unlock()
-		if seen[m.GetName()] {
-			return
-		}
-		seen[m.GetName()] = true
-		if len(seen) == 1 {
-			c.first = time.Now()
-		}
-		if int(c.seen.Add(1)) == n {
-			c.last = time.Now()
-			close(c.done)
+		if m, ok := obj.(metav1.Object); ok && c.add(m.GetName()) {
 			close(stop)
 		}
 	}})
@@ -515,16 +532,9 @@ func countJobs(ctx context.Context, cfg *rest.Config, ns string, n int) (*jobCou
 	return c, nil
 }
 
-// runningCounter closes done when n FriendDeletions were seen Running.
-type runningCounter struct {
-	seen atomic.Int64
-	last time.Time
-	done chan struct{}
-}
-
 // countRunning follows a namespace's FriendDeletions with an informer and
-// counts those whose phase turned Running.
-func countRunning(ctx context.Context, cfg *rest.Config, ns string, n int) (*runningCounter, func(), error) {
+// counts those whose phase turned Running until n.
+func countRunning(ctx context.Context, cfg *rest.Config, ns string, n int) (*nameCounter, func(), error) {
 	ctx, cancel := context.WithCancel(ctx)
 	ca, err := cache.New(cfg, cache.Options{Scheme: testenv.Scheme(), DefaultNamespaces: map[string]cache.Config{ns: {}}})
 	if err != nil {
@@ -536,23 +546,10 @@ func countRunning(ctx context.Context, cfg *rest.Config, ns string, n int) (*run
 		cancel()
 		return nil, nil, err
 	}
-	c := &runningCounter{done: make(chan struct{})}
-	var mu sync.Mutex
-	seen := map[string]bool{}
+	c := newCounter(n)
 	count := func(obj any) {
-		fd, ok := obj.(*snsv1alpha1.FriendDeletion)
-		if !ok || fd.Status.Phase != snsv1alpha1.PhaseRunning {
-			return
-		}
-		mu.Lock()
-		defer mu.Unlock()
-		if seen[fd.Name] {
-			return
-		}
-		seen[fd.Name] = true
-		if int(c.seen.Add(1)) == n {
-			c.last = time.Now()
-			close(c.done)
+		if fd, ok := obj.(*snsv1alpha1.FriendDeletion); ok && fd.Status.Phase == snsv1alpha1.PhaseRunning {
+			c.add(fd.Name)
 		}
 	}
 	_, err = inf.AddEventHandler(toolscache.ResourceEventHandlerFuncs{AddFunc: count, UpdateFunc: func(_, o any) { count(o) }})
