@@ -1,10 +1,10 @@
 package webhook
 
 import (
+	"crypto/sha256"
 	"fmt"
 	"net/http"
 	"net/url"
-	"sort"
 	"strings"
 	"time"
 
@@ -17,8 +17,10 @@ const DefaultMaxClockSkew = time.Minute
 
 // inbound is what the acceptance rules read from an HTTP request.
 type inbound struct {
-	method       string
-	query        url.Values
+	method string
+	query  url.Values
+	// queryErr is set when the query string does not parse.
+	queryErr     error
 	remoteAddr   string
 	forwardedFor []string
 	// body reads the request body; it is called only once the rules before
@@ -34,11 +36,14 @@ type callback struct {
 	requestID string
 	// requestTime is the RequestTime query parameter, as sent.
 	requestTime string
+	// signed says the callback's Sign was checked, so RequestTime is the
+	// sender's own.
+	signed      bool
 	clientIP    string
 	optPlatform string
-	// body is the raw body, hashed into the name when the callback carries
-	// neither a request id nor RequestTime.
-	body []byte
+	// bodyHash is the SHA-256 of the raw body, hashed into the name when
+	// the callback carries neither a request id nor RequestTime.
+	bodyHash [sha256.Size]byte
 }
 
 // rules are the acceptance rules that follow finding the CallbackConfig.
@@ -62,6 +67,11 @@ func (ru rules) check(cfg *snsv1alpha1.CallbackConfig, in inbound, token func() 
 	}
 	if in.method != http.MethodPost {
 		return nil, reject(http.StatusMethodNotAllowed, ReasonMethodNotAllowed, "method must be POST")
+	}
+	if in.queryErr != nil {
+		// What a proxy in front makes of a query that does not parse is
+		// anyone's guess, so no part of it is used.
+		return nil, reject(http.StatusBadRequest, ReasonInvalidQuery, "query string does not parse")
 	}
 	if v, ok := single(in.query, "SdkAppid"); !ok || v != spec.SDKAppID {
 		return nil, reject(http.StatusForbidden, ReasonSDKAppIDMismatch, "SdkAppid does not match the CallbackConfig")
@@ -96,25 +106,22 @@ func (ru rules) check(cfg *snsv1alpha1.CallbackConfig, in inbound, token func() 
 		pairs:       p.pairs,
 		requestID:   requestID(in.query),
 		requestTime: requestTime,
+		signed:      spec.Auth != nil,
 		clientIP:    in.query.Get("ClientIP"),
 		optPlatform: in.query.Get("OptPlatform"),
-		body:        body,
+		bodyHash:    sha256.Sum256(body),
 	}, nil
 }
 
-// checkAuth checks Sign and RequestTime against the token.
+// checkAuth checks Sign and RequestTime against the token. What costs
+// nothing is checked first: that both are there and well formed, and that
+// RequestTime is recent. Only a request that passes those has the token
+// read, which may take a request to the API server.
 func checkAuth(auth *snsv1alpha1.CallbackAuth, q url.Values, token func() (string, error), now time.Time) *rejection {
-	tok, err := token()
-	if err != nil {
-		return withCause(reject(http.StatusServiceUnavailable, ReasonTokenUnavailable, "callback authentication token is unavailable"), err)
-	}
 	sig, okSig := single(q, "Sign")
 	rt, okTime := single(q, "RequestTime")
 	if !okSig || !okTime {
 		return reject(http.StatusUnauthorized, ReasonSignMissing, "Sign and RequestTime are required")
-	}
-	if !signMatches(tok, rt, sig) {
-		return reject(http.StatusUnauthorized, ReasonSignMismatch, "Sign does not match")
 	}
 	t, ok := parseRequestTime(rt)
 	if !ok {
@@ -126,6 +133,16 @@ func checkAuth(auth *snsv1alpha1.CallbackAuth, q url.Values, token func() (strin
 	}
 	if !withinSkew(t, now, skew) {
 		return reject(http.StatusUnauthorized, ReasonRequestTimeSkew, fmt.Sprintf("RequestTime is more than %s from the receiver's clock", skew))
+	}
+	if !wellFormedSign(sig) {
+		return reject(http.StatusUnauthorized, ReasonSignMismatch, "Sign does not match")
+	}
+	tok, err := token()
+	if err != nil {
+		return withCause(reject(http.StatusServiceUnavailable, ReasonTokenUnavailable, "callback authentication token is unavailable"), err)
+	}
+	if !signMatches(tok, rt, sig) {
+		return reject(http.StatusUnauthorized, ReasonSignMismatch, "Sign does not match")
 	}
 	return nil
 }
@@ -141,22 +158,17 @@ func single(q url.Values, key string) (string, bool) {
 	return v[0], true
 }
 
+// requestIDKeys are the spellings of the undocumented request id seen in
+// the IM backend's callbacks, in the order they are looked up.
+var requestIDKeys = []string{"RequestID", "RequestId"}
+
 // requestID returns the undocumented request id the IM backend sometimes
-// sends, spelled RequestID or RequestId (any case is taken). With several,
-// the first by key and position wins, so redeliveries agree.
+// sends, under one of requestIDKeys and once; any other spelling, or a key
+// given twice, is not a request id.
 func requestID(q url.Values) string {
-	var keys []string
-	for k := range q {
-		if strings.EqualFold(k, "RequestID") {
-			keys = append(keys, k)
-		}
-	}
-	sort.Strings(keys)
-	for _, k := range keys {
-		for _, v := range q[k] {
-			if v != "" {
-				return v
-			}
+	for _, k := range requestIDKeys {
+		if v, ok := single(q, k); ok {
+			return v
 		}
 	}
 	return ""

@@ -9,21 +9,31 @@
 //  1. the CallbackConfig exists (404) and is not suspended (503);
 //  2. the source address is inside allowedSourceCIDRs, when set (403);
 //  3. the method is POST (405);
-//  4. SdkAppid equals the config's sdkAppID (403);
-//  5. with auth, Sign is the SHA-256 of token and RequestTime and
-//     RequestTime is within maxClockSkew of now (401; 503 when the token
-//     cannot be read);
-//  6. contenttype is json (400);
-//  7. the body fits the size limit (413), is valid UTF-8 JSON (400), and it
-//     and the query both say CallbackCommand Sns.CallbackFriendDelete (400);
-//  8. PairList holds at least one pair and every From_Account and
-//     To_Account is 1 to 128 bytes of UTF-8 without control characters
-//     (400).
+//  4. the query string parses (400);
+//  5. SdkAppid equals the config's sdkAppID (403);
+//  6. with auth, Sign and RequestTime are there (401), RequestTime is Unix
+//     seconds within maxClockSkew of now (401), and only then, Sign is the
+//     SHA-256 of token and RequestTime (401; 503 when the token cannot be
+//     read);
+//  7. contenttype is json (400);
+//  8. a slot to read the body is free (503), the body fits the size limit
+//     (413), is valid UTF-8 JSON with no member name twice in one object
+//     (400), and it and the query both say CallbackCommand
+//     Sns.CallbackFriendDelete (400);
+//  9. PairList holds 1 to 2000 distinct pairs and every From_Account and
+//     To_Account is 1 to 128 bytes of visible characters (400, see
+//     accountProblem);
+//  10. the FriendDeletion it makes fits in one stored object (413).
 //
 // An accepted callback is answered OK only after the API server has stored
 // its FriendDeletion; a write that fails or does not finish within the
-// budget is answered 503 FAIL. Names are deterministic, so a redelivered
-// callback finds the object stored the first time (see friendDeletionName).
+// budget is answered 503 FAIL, and one that no retry can help (too large,
+// invalid) at once. Names are deterministic, so a redelivered callback finds
+// the object stored the first time (see friendDeletionName).
+//
+// What a request costs is bounded by what it sends: a body's buffer grows
+// with the bytes that arrive, a fixed number of bodies are read at once, and
+// the body is read as a stream of tokens, never decoded whole.
 //
 // Files: checks.go holds the rules in order; route.go, source.go,
 // signature.go and payload.go each one of them; frienddeletion.go builds the

@@ -6,7 +6,9 @@ import (
 	"encoding/base32"
 	"encoding/binary"
 	"encoding/hex"
+	"encoding/json"
 	"hash"
+	"net/http"
 	"slices"
 	"strconv"
 	"strings"
@@ -35,10 +37,18 @@ var nameEncoding = base32.NewEncoding("abcdefghijklmnopqrstuvwxyz234567").WithPa
 
 // friendDeletionName is the deterministic name of the FriendDeletion for a
 // callback: a hash of the config's UID, the sorted pairs, and what tells one
-// deletion from a redelivery of it: the request id when present, else
-// RequestTime when present, else the body's hash and the second the callback
-// arrived. A redelivered callback gets the same name, so storing it again
-// finds the first object; the same pairs deleted again later get another.
+// deletion from a redelivery of it. A redelivered callback gets the same
+// name, so storing it again finds the first object; the same pairs deleted
+// again later get another.
+//
+// What tells them apart, by what the callback carries:
+//   - signed: RequestTime, which the Sign covers, and the request id when
+//     there is one. The unsigned id cannot replace the signed time, so a
+//     sender who knows a signed URL cannot choose the name of a deletion
+//     that is yet to come.
+//   - unsigned, with a request id: the id; else RequestTime when present.
+//   - neither: the body's hash and the second the callback arrived, so a
+//     redelivery collapses only when it arrives within the same second.
 //
 // The name is "fd-" and 120 bits of the hash in base32: 27 characters.
 func friendDeletionName(configUID types.UID, cb *callback, receivedAt time.Time) string {
@@ -54,13 +64,17 @@ func friendDeletionName(configUID types.UID, cb *callback, receivedAt time.Time)
 		field(h, "to", p.To)
 	}
 	switch {
+	case cb.signed:
+		field(h, "requestTime", cb.requestTime)
+		if cb.requestID != "" {
+			field(h, "requestID", cb.requestID)
+		}
 	case cb.requestID != "":
 		field(h, "requestID", cb.requestID)
 	case cb.requestTime != "":
 		field(h, "requestTime", cb.requestTime)
 	default:
-		body := sha256.Sum256(cb.body)
-		field(h, "body", string(body[:]))
+		field(h, "body", string(cb.bodyHash[:]))
 		field(h, "second", strconv.FormatInt(receivedAt.Unix(), 10))
 	}
 	sum := h.Sum(nil)
@@ -141,4 +155,26 @@ func configLabelValue(name string) string {
 		return hex.EncodeToString(sum[:8])
 	}
 	return head + "-" + hex.EncodeToString(sum[:8])
+}
+
+// MaxObjectBytes is the largest FriendDeletion, encoded as JSON, that the
+// receiver sends to the API server: well under the 1.5 MiB that etcd takes
+// in one request by default, with room for what the API server adds
+// (managed fields, uid, timestamps).
+const MaxObjectBytes = 1 << 20
+
+// checkStoredSize refuses a FriendDeletion too large to store, before any
+// request: a body within the size limit can still make one, when its
+// accounts are full of characters that JSON escapes ("<" is six bytes as
+// \u003c). No retry would change the answer, so it comes at once.
+func checkStoredSize(fd *snsv1alpha1.FriendDeletion) *rejection {
+	b, err := json.Marshal(fd)
+	if err != nil {
+		return withCause(reject(http.StatusInternalServerError, ReasonRejectedByAPIServer, "the FriendDeletion cannot be encoded"), err)
+	}
+	if len(b) > MaxObjectBytes {
+		return rejectf(http.StatusRequestEntityTooLarge, ReasonObjectTooLarge,
+			"the FriendDeletion would be larger than the %d bytes the receiver stores as one object: send fewer pairs per callback", MaxObjectBytes)
+	}
+	return nil
 }

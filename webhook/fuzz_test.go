@@ -1,7 +1,10 @@
 package webhook
 
 import (
+	"bytes"
+	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"net/url"
 	"slices"
@@ -68,15 +71,14 @@ func FuzzCheck(f *testing.F) {
 		return func() (string, error) { return vectorToken, nil }
 	}
 	f.Fuzz(func(t *testing.T, method, rawQuery string, body []byte, forwardedFor string) {
-		if typed, ok := parseBodyTyped(body); ok {
-			if generic := parseBodyGeneric(body); !samePayload(typed, generic) {
-				t.Fatalf("the typed and generic body parsers differ:\ntyped   %s\ngeneric %s", describe(typed), describe(generic))
-			}
+		if got, want := parseBody(body), referenceParse(body); !samePayload(got, want) {
+			t.Fatalf("the body parser and the reference decoder differ:\nparser    %s\nreference %s", describe(got), describe(want))
 		}
-		q, _ := url.ParseQuery(rawQuery)
+		q, qerr := url.ParseQuery(rawQuery)
 		in := inbound{
 			method:       method,
 			query:        q,
+			queryErr:     qerr,
 			remoteAddr:   "127.0.0.1:40000",
 			forwardedFor: []string{forwardedFor},
 			body: func() ([]byte, *rejection) {
@@ -105,7 +107,7 @@ var knownReasons = []string{
 	ReasonSuspended, ReasonSourceNotAllowed, ReasonMethodNotAllowed, ReasonSDKAppIDMismatch,
 	ReasonTokenUnavailable, ReasonSignMissing, ReasonRequestTimeInvalid, ReasonSignMismatch, ReasonRequestTimeSkew,
 	ReasonContentType, ReasonBodyTooLarge, ReasonBodyUnreadable, ReasonInvalidJSON, ReasonCommandMismatch,
-	ReasonInvalidPairList, ReasonInvalidAccount,
+	ReasonInvalidPairList, ReasonInvalidAccount, ReasonDuplicateMember, ReasonInvalidQuery,
 }
 
 func checkRejection(t *testing.T, rej *rejection) {
@@ -165,4 +167,139 @@ func samePayload(a, b payload) bool {
 
 func describe(p payload) string {
 	return fmt.Sprintf("invalid=%v command=%v pairsErr=%v pairs=%q", p.invalid, p.command, p.pairsErr, p.pairs)
+}
+
+// referenceParse is what parseBody must answer, written the plain way and
+// with another decoder: encoding/json's token stream finds the first syntax
+// error or repeated member name in document order, and the checks then read
+// the body decoded whole.
+func referenceParse(body []byte) payload {
+	if !utf8.Valid(body) {
+		return payload{invalid: errNotUTF8()}
+	}
+	if err := walkNames(body); err != nil {
+		return payload{invalid: err}
+	}
+	var top map[string]json.RawMessage
+	if err := json.Unmarshal(body, &top); err != nil || top == nil {
+		return payload{invalid: reject(http.StatusBadRequest, ReasonInvalidJSON, "body is not a JSON object")}
+	}
+	p := payload{command: reject(http.StatusBadRequest, ReasonCommandMismatch, "CallbackCommand in the body must be "+CallbackCommand)}
+	var cmd string
+	if raw, ok := top["CallbackCommand"]; ok && len(raw) > 0 && raw[0] == '"' && json.Unmarshal(raw, &cmd) == nil && cmd == CallbackCommand {
+		p.command = nil
+	}
+	p.pairs, p.pairsErr = referencePairs(top["PairList"])
+	return p
+}
+
+// walkNames reads body's tokens and says whether it is one JSON value with
+// each member name once per object.
+func walkNames(body []byte) *rejection {
+	invalid := reject(http.StatusBadRequest, ReasonInvalidJSON, "body is not valid JSON")
+	dec := json.NewDecoder(bytes.NewReader(body))
+	// names holds, per open container, the member names seen (nil for an
+	// array) and whether the next string is a name.
+	type frame struct {
+		names  map[string]bool
+		isName bool
+	}
+	var stack []*frame
+	for started := false; ; started = true {
+		if started && len(stack) == 0 {
+			// One value read: only white space may follow.
+			if _, err := dec.Token(); err != io.EOF {
+				return invalid
+			}
+			break
+		}
+		tok, err := dec.Token()
+		if err != nil {
+			return invalid
+		}
+		var top *frame
+		if len(stack) > 0 {
+			top = stack[len(stack)-1]
+		}
+		switch v := tok.(type) {
+		case json.Delim:
+			switch v {
+			case '{':
+				if top != nil && top.names != nil {
+					top.isName = true
+				}
+				stack = append(stack, &frame{names: map[string]bool{}, isName: true})
+				continue
+			case '[':
+				if top != nil && top.names != nil {
+					top.isName = true
+				}
+				stack = append(stack, &frame{})
+				continue
+			default:
+				stack = stack[:len(stack)-1]
+				continue
+			}
+		case string:
+			if top != nil && top.names != nil && top.isName {
+				if top.names[v] {
+					return reject(http.StatusBadRequest, ReasonDuplicateMember, "body names a member twice in one object")
+				}
+				top.names[v] = true
+				top.isName = false
+				continue
+			}
+		}
+		if top != nil && top.names != nil {
+			top.isName = true
+		}
+	}
+	if !json.Valid(body) {
+		return invalid
+	}
+	return nil
+}
+
+func referencePairs(raw json.RawMessage) ([]snsv1alpha1.FriendPair, *rejection) {
+	if raw == nil || string(raw) == "null" {
+		return nil, errPairListMissing()
+	}
+	var items []json.RawMessage
+	if err := json.Unmarshal(raw, &items); err != nil {
+		return nil, reject(http.StatusBadRequest, ReasonInvalidPairList, "PairList must be an array")
+	}
+	if len(items) == 0 {
+		return nil, errPairListEmpty()
+	}
+	var pairs []snsv1alpha1.FriendPair
+	seen := map[snsv1alpha1.FriendPair]bool{}
+	for i, item := range items {
+		var members map[string]json.RawMessage
+		if len(item) == 0 || item[0] != '{' || json.Unmarshal(item, &members) != nil {
+			return nil, notAnObject(i)
+		}
+		var accounts [2]string
+		for j, key := range []string{"From_Account", "To_Account"} {
+			v, ok := members[key]
+			switch {
+			case !ok:
+				return nil, rejectf(http.StatusBadRequest, ReasonInvalidAccount, "PairList[%d].%s is missing", i, key)
+			case len(v) == 0 || v[0] != '"' || json.Unmarshal(v, &accounts[j]) != nil:
+				return nil, rejectf(http.StatusBadRequest, ReasonInvalidAccount, "PairList[%d].%s must be a string", i, key)
+			}
+			if problem := accountProblem(accounts[j]); problem != "" {
+				return nil, rejectf(http.StatusBadRequest, ReasonInvalidAccount, "PairList[%d].%s %s", i, key, problem)
+			}
+		}
+		p := snsv1alpha1.FriendPair{From: accounts[0], To: accounts[1]}
+		if seen[p] {
+			continue
+		}
+		if len(pairs) == snsv1alpha1.MaxPairs {
+			return nil, rejectf(http.StatusBadRequest, ReasonInvalidPairList, "PairList has more than %d distinct pairs", snsv1alpha1.MaxPairs)
+		}
+		seen[p] = true
+		pairs = append(pairs, p)
+	}
+	return pairs, nil
 }

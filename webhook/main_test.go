@@ -187,6 +187,7 @@ func newHarnessOn(t *testing.T, env *testenv.Env, mgr ctrl.Manager, opts ...harn
 		store:    &store{client: writer, metrics: m},
 		rules:    rules{trustForwardedFor: o.TrustForwardedFor},
 		maxBody:  o.MaxBodyBytes,
+		bodies:   make(chan struct{}, o.MaxConcurrentBodies),
 		budget:   o.WriteTimeout,
 		clock:    h.clock,
 		metrics:  m,
@@ -278,7 +279,9 @@ type call struct {
 	method string
 	path   string
 	query  url.Values
-	body   string
+	// rawQuery, when set, is sent as the query string instead of query.
+	rawQuery string
+	body     string
 	header http.Header
 	// chunked sends the body without Content-Length.
 	chunked bool
@@ -308,7 +311,10 @@ func (h *harness) send(c call) (reply, error) {
 		method = http.MethodPost
 	}
 	u := h.srv.URL + c.path
-	if c.query != nil {
+	switch {
+	case c.rawQuery != "":
+		u += "?" + c.rawQuery
+	case c.query != nil:
 		u += "?" + c.query.Encode()
 	}
 	var body io.Reader = strings.NewReader(c.body)

@@ -12,14 +12,19 @@ type Options struct {
 	// BindAddress is the host:port the receiver listens on.
 	BindAddress string
 
-	// CertDir is a folder that, when it holds tls.crt and tls.key, makes the
-	// receiver serve HTTPS with them. The files are reloaded when they change.
-	// Without them the receiver serves plain HTTP.
+	// CertDir is a folder holding tls.crt and tls.key, which the receiver
+	// serves HTTPS with, reloading them when they change. Empty serves plain
+	// HTTP; a folder without both files is an error at start.
 	CertDir string
 
 	// MaxBodyBytes is the largest request body accepted; larger ones are
 	// answered 413.
 	MaxBodyBytes int64
+
+	// MaxConcurrentBodies bounds how many request bodies are read and parsed
+	// at once; a request past it is answered 503. With MaxBodyBytes it
+	// bounds the memory bodies can take.
+	MaxConcurrentBodies int
 
 	// WriteTimeout is the budget, counted from the request's arrival, for
 	// storing the FriendDeletion. A callback whose object is not stored within
@@ -52,6 +57,7 @@ func DefaultOptions() Options {
 	return Options{
 		BindAddress:         ":8080",
 		MaxBodyBytes:        1 << 20,
+		MaxConcurrentBodies: 32,
 		WriteTimeout:        1500 * time.Millisecond,
 		StatusFlushInterval: 5 * time.Second,
 		KubeAPIQPS:          1000,
@@ -66,9 +72,11 @@ func (o *Options) BindFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.BindAddress, "receiver-bind-address", o.BindAddress,
 		"Address the callback receiver listens on.")
 	fs.StringVar(&o.CertDir, "receiver-cert-dir", o.CertDir,
-		"Folder with tls.crt and tls.key for the callback receiver; when they are present it serves HTTPS and reloads them on change.")
+		"Folder with tls.crt and tls.key for the callback receiver to serve HTTPS with, reloaded on change; empty serves plain HTTP. A folder without both files stops the start.")
 	fs.Int64Var(&o.MaxBodyBytes, "receiver-max-body-bytes", o.MaxBodyBytes,
 		"Largest callback body accepted; larger ones are answered 413.")
+	fs.IntVar(&o.MaxConcurrentBodies, "receiver-max-concurrent-bodies", o.MaxConcurrentBodies,
+		"How many callback bodies are read at once; past it a callback is answered 503. With --receiver-max-body-bytes it bounds the memory bodies take.")
 	fs.DurationVar(&o.WriteTimeout, "receiver-write-timeout", o.WriteTimeout,
 		"Budget from a callback's arrival for storing its FriendDeletion; past it the callback is answered FAIL. Keep it under the IM backend's 2s.")
 	fs.BoolVar(&o.TrustForwardedFor, "receiver-trust-forwarded-for", o.TrustForwardedFor,
@@ -90,6 +98,8 @@ func (o *Options) Validate() error {
 		return fmt.Errorf("--receiver-bind-address must not be empty")
 	case o.MaxBodyBytes <= 0:
 		return fmt.Errorf("--receiver-max-body-bytes must be positive, got %d", o.MaxBodyBytes)
+	case o.MaxConcurrentBodies <= 0:
+		return fmt.Errorf("--receiver-max-concurrent-bodies must be positive, got %d", o.MaxConcurrentBodies)
 	case o.WriteTimeout <= 0:
 		return fmt.Errorf("--receiver-write-timeout must be positive, got %s", o.WriteTimeout)
 	case o.StatusFlushInterval <= 0:

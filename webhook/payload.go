@@ -2,13 +2,14 @@ package webhook
 
 import (
 	"bytes"
-	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"unicode"
 	"unicode/utf8"
 
-	k8sjson "sigs.k8s.io/json"
+	"github.com/go-json-experiment/json/jsontext"
 
 	snsv1alpha1 "github.com/imcallback/friend-deletion-operator/api/v1alpha1"
 )
@@ -24,7 +25,8 @@ const MaxAccountBytes = 128
 // order: invalid first, then command, then pairsErr (the query's
 // CallbackCommand is checked between command and pairsErr).
 type payload struct {
-	// invalid is set when the body is not a UTF-8 JSON object.
+	// invalid is set when the body is not a UTF-8 JSON object with each
+	// member name once per object.
 	invalid *rejection
 	// command is set when the body's CallbackCommand is wrong or missing.
 	command *rejection
@@ -34,125 +36,232 @@ type payload struct {
 	pairsErr *rejection
 }
 
-// parseBody reads a callback body. Member names match exactly, as the
-// protocol spells them; members the receiver does not know are ignored.
+// parseBody reads a callback body in one streaming pass. Member names match
+// exactly, as the protocol spells them; members the receiver does not know
+// are skipped without being decoded.
 //
-// Bodies that decode into the protocol's shape take a fast typed path; any
-// other takes the generic path, which says precisely what is wrong. Both
-// give the same answer for every body (FuzzCheck compares them).
+// What a body costs is bounded by its bytes, whatever it holds: PairList is
+// read an item at a time, and from the first item that fails a check (or
+// the first pair past the limit) the rest of the list is only scanned. The
+// whole body is still scanned to the end, since a body that is not valid
+// JSON, or that names a member twice in one object, is refused before
+// anything it says is looked at: a repeated name means different things to
+// different decoders, and none of them is what the sender meant.
 func parseBody(body []byte) payload {
-	if p, ok := parseBodyTyped(body); ok {
-		return p
-	}
-	return parseBodyGeneric(body)
-}
-
-// wireBody and wirePair are the protocol's body, decoded case-sensitively.
-type wireBody struct {
-	CallbackCommand json.RawMessage `json:"CallbackCommand"`
-	PairList        []*wirePair     `json:"PairList"`
-}
-
-type wirePair struct {
-	From json.RawMessage `json:"From_Account"`
-	To   json.RawMessage `json:"To_Account"`
-}
-
-// parseBodyTyped decodes the body in one pass into wireBody. It gives up
-// (false) on anything that does not decode into it, leaving the generic path
-// to name the problem.
-func parseBodyTyped(body []byte) (payload, bool) {
 	if !utf8.Valid(body) {
-		return payload{invalid: errNotUTF8()}, true
-	}
-	if t := bytes.TrimLeft(body, " \t\r\n"); len(t) == 0 || t[0] != '{' {
-		return payload{}, false
-	}
-	var w wireBody
-	if err := k8sjson.UnmarshalCaseSensitivePreserveInts(body, &w); err != nil {
-		return payload{}, false
-	}
-	p := payload{command: commandProblem(w.CallbackCommand, w.CallbackCommand != nil)}
-	switch {
-	case w.PairList == nil:
-		p.pairsErr = errPairListMissing()
-		return p, true
-	case len(w.PairList) == 0:
-		p.pairsErr = errPairListEmpty()
-		return p, true
-	}
-	pairs := newPairSet(len(w.PairList))
-	for i, item := range w.PairList {
-		if item == nil {
-			p.pairsErr = notAnObject(i)
-			return p, true
-		}
-		from, rej := account(item.From, item.From != nil, i, "From_Account")
-		if rej != nil {
-			p.pairsErr = rej
-			return p, true
-		}
-		to, rej := account(item.To, item.To != nil, i, "To_Account")
-		if rej != nil {
-			p.pairsErr = rej
-			return p, true
-		}
-		pairs.add(from, to)
-	}
-	p.pairs, p.pairsErr = pairs.result()
-	return p, true
-}
-
-// parseBodyGeneric reads the body member by member, so that it can say which
-// member is wrong and how.
-func parseBodyGeneric(body []byte) payload {
-	if !utf8.Valid(body) {
-		// encoding/json would quietly turn invalid UTF-8 into U+FFFD.
+		// A decoder would quietly turn invalid UTF-8 into U+FFFD.
 		return payload{invalid: errNotUTF8()}
 	}
-	if !json.Valid(body) {
-		return payload{invalid: reject(http.StatusBadRequest, ReasonInvalidJSON, "body is not valid JSON")}
+	// Invalid bytes are refused above; allowing them here makes a lone
+	// surrogate escape (\ud800) decode to U+FFFD, which the account check
+	// then refuses by name.
+	r := bodyReader{dec: jsontext.NewDecoder(bytes.NewReader(body), jsontext.AllowInvalidUTF8(true))}
+	if err := r.read(); err != nil {
+		return payload{invalid: invalidJSON(err)}
 	}
-	var top map[string]json.RawMessage
-	if err := json.Unmarshal(body, &top); err != nil || top == nil {
-		return payload{invalid: reject(http.StatusBadRequest, ReasonInvalidJSON, "body is not a JSON object")}
-	}
-	cmd, haveCmd := top["CallbackCommand"]
-	p := payload{command: commandProblem(cmd, haveCmd)}
-	p.pairs, p.pairsErr = genericPairs(top["PairList"])
-	return p
+	return r.p
 }
 
-func genericPairs(raw json.RawMessage) ([]snsv1alpha1.FriendPair, *rejection) {
-	if raw == nil || string(raw) == "null" {
-		return nil, errPairListMissing()
-	}
-	var items []json.RawMessage
-	if err := json.Unmarshal(raw, &items); err != nil {
-		return nil, reject(http.StatusBadRequest, ReasonInvalidPairList, "PairList must be an array")
-	}
-	if len(items) == 0 {
-		return nil, errPairListEmpty()
-	}
-	pairs := newPairSet(len(items))
-	for i, item := range items {
-		var members map[string]json.RawMessage
-		if err := json.Unmarshal(item, &members); err != nil || members == nil {
-			return nil, notAnObject(i)
+// bodyReader walks a body's tokens, filling p.
+type bodyReader struct {
+	dec *jsontext.Decoder
+	p   payload
+}
+
+// errNotObject says the body is valid JSON but not an object.
+var errNotObject = errors.New("not an object")
+
+func (r *bodyReader) read() error {
+	if r.dec.PeekKind() != '{' {
+		if err := r.dec.SkipValue(); err != nil {
+			return err
 		}
-		fromRaw, haveFrom := members["From_Account"]
-		from, rej := account(fromRaw, haveFrom, i, "From_Account")
-		if rej != nil {
-			return nil, rej
+		if err := r.end(); err != nil {
+			return err
 		}
-		toRaw, haveTo := members["To_Account"]
-		to, rej := account(toRaw, haveTo, i, "To_Account")
-		if rej != nil {
-			return nil, rej
-		}
-		pairs.add(from, to)
+		return errNotObject
 	}
-	return pairs.result()
+	if _, err := r.dec.ReadToken(); err != nil {
+		return err
+	}
+	var command jsontext.Value
+	havePairs := false
+	for r.dec.PeekKind() != '}' {
+		name, err := r.dec.ReadToken()
+		if err != nil {
+			return err
+		}
+		switch name.String() {
+		case "CallbackCommand":
+			v, err := r.dec.ReadValue()
+			if err != nil {
+				return err
+			}
+			command = bytes.Clone(v)
+		case "PairList":
+			havePairs = true
+			if err := r.pairList(); err != nil {
+				return err
+			}
+		default:
+			if err := r.dec.SkipValue(); err != nil {
+				return err
+			}
+		}
+	}
+	if _, err := r.dec.ReadToken(); err != nil {
+		return err
+	}
+	if err := r.end(); err != nil {
+		return err
+	}
+	r.p.command = commandProblem(command)
+	if !havePairs {
+		r.p.pairs, r.p.pairsErr = nil, errPairListMissing()
+	}
+	return nil
+}
+
+// end checks that nothing but white space follows the top-level value.
+func (r *bodyReader) end() error {
+	if _, err := r.dec.ReadToken(); err != io.EOF {
+		if err == nil {
+			err = errors.New("more than one top-level value")
+		}
+		return err
+	}
+	return nil
+}
+
+// pairList reads PairList's value. Problems with the list go to
+// p.pairsErr; the error returned is the decoder's.
+func (r *bodyReader) pairList() error {
+	switch r.dec.PeekKind() {
+	case 'n':
+		_, err := r.dec.ReadToken()
+		r.p.pairsErr = errPairListMissing()
+		return err
+	case '[':
+	default:
+		r.p.pairsErr = reject(http.StatusBadRequest, ReasonInvalidPairList, "PairList must be an array")
+		return r.dec.SkipValue()
+	}
+	if _, err := r.dec.ReadToken(); err != nil {
+		return err
+	}
+	pairs := newPairSet()
+	for i := 0; r.dec.PeekKind() != ']'; i++ {
+		if pairs.err != nil {
+			// Scan the rest without decoding it.
+			if err := r.dec.SkipValue(); err != nil {
+				return err
+			}
+			continue
+		}
+		if err := r.pair(i, pairs); err != nil {
+			return err
+		}
+	}
+	if _, err := r.dec.ReadToken(); err != nil {
+		return err
+	}
+	r.p.pairs, r.p.pairsErr = pairs.result()
+	return nil
+}
+
+// pair reads PairList[i] into pairs, or records in pairs.err why it cannot.
+func (r *bodyReader) pair(i int, pairs *pairSet) error {
+	if r.dec.PeekKind() != '{' {
+		pairs.err = notAnObject(i)
+		return r.dec.SkipValue()
+	}
+	if _, err := r.dec.ReadToken(); err != nil {
+		return err
+	}
+	var from, to member
+	for r.dec.PeekKind() != '}' {
+		name, err := r.dec.ReadToken()
+		if err != nil {
+			return err
+		}
+		var m *member
+		switch name.String() {
+		case "From_Account":
+			m = &from
+		case "To_Account":
+			m = &to
+		default:
+			if err := r.dec.SkipValue(); err != nil {
+				return err
+			}
+			continue
+		}
+		if err := m.read(r.dec); err != nil {
+			return err
+		}
+	}
+	if _, err := r.dec.ReadToken(); err != nil {
+		return err
+	}
+	f, rej := from.account(i, "From_Account")
+	if rej != nil {
+		pairs.err = rej
+		return nil
+	}
+	t, rej := to.account(i, "To_Account")
+	if rej != nil {
+		pairs.err = rej
+		return nil
+	}
+	pairs.add(f, t)
+	return nil
+}
+
+// member is an account member of a pair as read.
+type member struct {
+	present, isString bool
+	value             string
+}
+
+func (m *member) read(dec *jsontext.Decoder) error {
+	m.present = true
+	if dec.PeekKind() != '"' {
+		return dec.SkipValue()
+	}
+	tok, err := dec.ReadToken()
+	if err != nil {
+		return err
+	}
+	m.isString, m.value = true, tok.String()
+	return nil
+}
+
+// account validates the account member key of PairList[i].
+func (m *member) account(i int, key string) (string, *rejection) {
+	bad := func(problem string) *rejection {
+		return rejectf(http.StatusBadRequest, ReasonInvalidAccount, "PairList[%d].%s %s", i, key, problem)
+	}
+	switch {
+	case !m.present:
+		return "", bad("is missing")
+	case !m.isString:
+		return "", bad("must be a string")
+	}
+	if problem := accountProblem(m.value); problem != "" {
+		return "", bad(problem)
+	}
+	return m.value, nil
+}
+
+// invalidJSON says why a body is not one the receiver reads.
+func invalidJSON(err error) *rejection {
+	switch {
+	case errors.Is(err, errNotObject):
+		return reject(http.StatusBadRequest, ReasonInvalidJSON, "body is not a JSON object")
+	case errors.Is(err, jsontext.ErrDuplicateName):
+		return reject(http.StatusBadRequest, ReasonDuplicateMember, "body names a member twice in one object")
+	}
+	return reject(http.StatusBadRequest, ReasonInvalidJSON, "body is not valid JSON")
 }
 
 func errNotUTF8() *rejection {
@@ -171,76 +280,66 @@ func notAnObject(i int) *rejection {
 	return rejectf(http.StatusBadRequest, ReasonInvalidPairList, "PairList[%d] must be an object", i)
 }
 
-// commandProblem checks the body's CallbackCommand.
-func commandProblem(raw json.RawMessage, present bool) *rejection {
-	if cmd, ok := jsonString(raw); !present || !ok || cmd != CallbackCommand {
+// commandProblem checks the body's CallbackCommand, as read (nil when the
+// body has none).
+func commandProblem(raw jsontext.Value) *rejection {
+	if raw.Kind() != '"' {
+		return reject(http.StatusBadRequest, ReasonCommandMismatch, "CallbackCommand in the body must be "+CallbackCommand)
+	}
+	tok, err := jsontext.NewDecoder(bytes.NewReader(raw), jsontext.AllowInvalidUTF8(true)).ReadToken()
+	if err != nil || tok.String() != CallbackCommand {
 		return reject(http.StatusBadRequest, ReasonCommandMismatch, "CallbackCommand in the body must be "+CallbackCommand)
 	}
 	return nil
 }
 
-// pairSet collects pairs in order, each once.
+// pairSet collects pairs in order, each once, and stops at the first
+// problem: a bad item, or one distinct pair past the limit.
 type pairSet struct {
 	pairs []snsv1alpha1.FriendPair
 	seen  map[snsv1alpha1.FriendPair]struct{}
+	err   *rejection
+	n     int
 }
 
-func newPairSet(n int) *pairSet {
-	return &pairSet{pairs: make([]snsv1alpha1.FriendPair, 0, n), seen: make(map[snsv1alpha1.FriendPair]struct{}, n)}
+func newPairSet() *pairSet {
+	return &pairSet{seen: map[snsv1alpha1.FriendPair]struct{}{}}
 }
 
 func (s *pairSet) add(from, to string) {
+	s.n++
 	p := snsv1alpha1.FriendPair{From: from, To: to}
-	if _, dup := s.seen[p]; !dup {
-		s.seen[p] = struct{}{}
-		s.pairs = append(s.pairs, p)
+	if _, dup := s.seen[p]; dup {
+		return
 	}
+	if len(s.pairs) == snsv1alpha1.MaxPairs {
+		s.err = rejectf(http.StatusBadRequest, ReasonInvalidPairList, "PairList has more than %d distinct pairs", snsv1alpha1.MaxPairs)
+		return
+	}
+	s.seen[p] = struct{}{}
+	s.pairs = append(s.pairs, p)
 }
 
 func (s *pairSet) result() ([]snsv1alpha1.FriendPair, *rejection) {
-	if len(s.pairs) > snsv1alpha1.MaxPairs {
-		return nil, rejectf(http.StatusBadRequest, ReasonInvalidPairList, "PairList has more than %d distinct pairs", snsv1alpha1.MaxPairs)
+	switch {
+	case s.err != nil:
+		return nil, s.err
+	case s.n == 0:
+		return nil, errPairListEmpty()
 	}
 	return s.pairs, nil
 }
 
-// account reads and validates the account member key of PairList[i].
-func account(raw json.RawMessage, present bool, i int, key string) (string, *rejection) {
-	bad := func(problem string) *rejection {
-		return rejectf(http.StatusBadRequest, ReasonInvalidAccount, "PairList[%d].%s %s", i, key, problem)
-	}
-	if !present {
-		return "", bad("is missing")
-	}
-	s, ok := jsonString(raw)
-	if !ok {
-		return "", bad("must be a string")
-	}
-	if problem := accountProblem(s); problem != "" {
-		return "", bad(problem)
-	}
-	return s, nil
-}
-
-// jsonString returns the string a raw JSON value holds, if it is one. The
-// value has been through a JSON decoder, so it is well formed.
-func jsonString(raw json.RawMessage) (string, bool) {
-	if len(raw) < 2 || raw[0] != '"' {
-		return "", false
-	}
-	if bytes.IndexByte(raw, '\\') < 0 {
-		return string(raw[1 : len(raw)-1]), true // nothing to unescape
-	}
-	var s string
-	if err := json.Unmarshal(raw, &s); err != nil {
-		return "", false
-	}
-	return s, true
-}
-
 // accountProblem says what is wrong with an account id, or "" when nothing
-// is. U+FFFD is refused as invalid UTF-8: it is what a lone surrogate escape
-// such as \ud800 decodes to.
+// is. An account is 1 to MaxAccountBytes bytes of visible characters:
+// letters, marks, digits, punctuation and symbols, with spaces only between
+// them. Refused are what a terminal does not show or shows elsewhere:
+// control, format (zero-width and bidirectional marks among them), line and
+// paragraph separators, spaces other than U+0020, default-ignorable code
+// points (variation selectors, Hangul fillers), private-use code points and
+// noncharacters, so that the FROM and TO of kubectl get fdel show what the
+// account is. U+FFFD is refused as invalid UTF-8: it is what a lone
+// surrogate escape such as \ud800 decodes to.
 func accountProblem(s string) string {
 	if s == "" {
 		return "is empty"
@@ -248,13 +347,40 @@ func accountProblem(s string) string {
 	if len(s) > MaxAccountBytes {
 		return fmt.Sprintf("is longer than %d bytes", MaxAccountBytes)
 	}
+	if s[0] == ' ' || s[len(s)-1] == ' ' {
+		return "starts or ends with a space"
+	}
 	for _, r := range s {
 		if r == utf8.RuneError {
 			return "is not valid UTF-8"
 		}
-		if unicode.IsControl(r) {
-			return "contains a control character"
+		if problem := runeProblem(r); problem != "" {
+			return fmt.Sprintf("contains %s (U+%04X)", problem, r)
 		}
+	}
+	return ""
+}
+
+// runeProblem names the class of character r belongs to when an account may
+// not hold it.
+func runeProblem(r rune) string {
+	switch {
+	case r == ' ':
+		return ""
+	case unicode.IsControl(r):
+		return "a control character"
+	case unicode.Is(unicode.Cf, r):
+		return "an invisible format character"
+	case unicode.In(r, unicode.Zl, unicode.Zp):
+		return "a line or paragraph separator"
+	case unicode.Is(unicode.Zs, r), unicode.Is(unicode.White_Space, r):
+		return "a space other than U+0020"
+	case unicode.In(r, unicode.Variation_Selector, unicode.Other_Default_Ignorable_Code_Point):
+		return "an invisible character"
+	case unicode.Is(unicode.Co, r):
+		return "a private-use character"
+	case unicode.Is(unicode.Noncharacter_Code_Point, r):
+		return "a noncharacter"
 	}
 	return ""
 }

@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -32,10 +33,13 @@ type Receiver struct {
 	// reader reads CallbackConfigs, from the manager's cache.
 	reader client.Reader
 	// secrets reads token Secrets.
-	secrets  *tokenSecrets
-	store    *store
-	rules    rules
-	maxBody  int64
+	secrets *tokenSecrets
+	store   *store
+	rules   rules
+	maxBody int64
+	// bodies holds a slot for each body being read and parsed; a request
+	// that finds none free is answered 503 at once.
+	bodies   chan struct{}
 	budget   time.Duration
 	clock    clock.PassiveClock
 	metrics  *metrics
@@ -79,21 +83,33 @@ func (r *Receiver) handle(ctx context.Context, w http.ResponseWriter, req *http.
 		return r.fail(w, req, nil, withCause(reject(http.StatusServiceUnavailable, ReasonConfigUnavailable, "the CallbackConfig cannot be read"), err))
 	}
 
-	query, _ := url.ParseQuery(req.URL.RawQuery) // malformed pairs are dropped
+	query, queryErr := url.ParseQuery(req.URL.RawQuery)
+	release := func() {}
 	in := inbound{
 		method:       req.Method,
 		query:        query,
+		queryErr:     queryErr,
 		remoteAddr:   req.RemoteAddr,
 		forwardedFor: req.Header.Values("X-Forwarded-For"),
-		body:         func() ([]byte, *rejection) { return r.readBody(req) },
+		body: func() ([]byte, *rejection) {
+			body, done, rej := r.readBody(req)
+			release = done
+			return body, rej
+		},
 	}
 	token := func() (string, error) { return r.token(ctx, cfg) }
 	cb, rej := r.rules.check(cfg, in, token, arrival)
+	// The body is parsed; what the callback keeps of it is its pairs and
+	// its hash, so its slot is free for another.
+	release()
 	if rej != nil {
 		return r.fail(w, req, cfg, rej)
 	}
 
 	fd := newFriendDeletion(cfg, cb, arrival)
+	if rej := checkStoredSize(fd); rej != nil {
+		return r.fail(w, req, cfg, rej)
+	}
 	if rej := r.store.create(ctx, fd); rej != nil {
 		return r.fail(w, req, cfg, rej)
 	}
@@ -125,23 +141,33 @@ func (r *Receiver) fail(w http.ResponseWriter, req *http.Request, cfg *snsv1alph
 	return rej.status
 }
 
-// readBody reads at most maxBody bytes of the body.
-func (r *Receiver) readBody(req *http.Request) ([]byte, *rejection) {
+// readBody reads at most maxBody bytes of the body, in a slot of
+// r.bodies that the caller frees with release once it has parsed them.
+//
+// The buffer grows with the bytes that arrive, never with what
+// Content-Length promises, so a request costs the receiver what its sender
+// sent. The slots bound how many bodies are read at once: a sender that
+// opens many connections and sends their bodies slowly gets 503 past them,
+// rather than a share of the heap.
+func (r *Receiver) readBody(req *http.Request) (body []byte, release func(), rej *rejection) {
 	tooLarge := rejectf(http.StatusRequestEntityTooLarge, ReasonBodyTooLarge, "body is larger than %d bytes", r.maxBody)
 	if req.ContentLength > r.maxBody {
-		return nil, tooLarge
+		return nil, func() {}, tooLarge
 	}
+	select {
+	case r.bodies <- struct{}{}:
+	default:
+		return nil, func() {}, rejectf(http.StatusServiceUnavailable, ReasonBusy, "the receiver is reading %d bodies already", cap(r.bodies))
+	}
+	release = sync.OnceFunc(func() { <-r.bodies })
 	var buf bytes.Buffer
-	if req.ContentLength > 0 {
-		buf.Grow(int(req.ContentLength) + 1)
-	}
 	if _, err := buf.ReadFrom(io.LimitReader(req.Body, r.maxBody+1)); err != nil {
-		return nil, withCause(reject(http.StatusBadRequest, ReasonBodyUnreadable, "body could not be read"), err)
+		return nil, release, withCause(reject(http.StatusBadRequest, ReasonBodyUnreadable, "body could not be read"), err)
 	}
 	if int64(buf.Len()) > r.maxBody {
-		return nil, tooLarge
+		return nil, release, tooLarge
 	}
-	return buf.Bytes(), nil
+	return buf.Bytes(), release, nil
 }
 
 // errToken says why the token cannot be used; never the token itself.

@@ -1,6 +1,7 @@
 package webhook
 
 import (
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -81,6 +82,11 @@ func TestRejections(t *testing.T) {
 		{"PUT", call{method: http.MethodPut, path: plain, query: query(), body: good}, 405, "method must be POST"},
 		{"method comes before SdkAppid", call{method: http.MethodGet, path: plain, query: with(query(), "SdkAppid", "1")}, 405, "method must be POST"},
 
+		// The query string.
+		{"query with a bad escape in a repeated key", call{path: plain, rawQuery: query().Encode() + "&SdkAppid=%zz", body: good}, 400, "query string does not parse"},
+		{"query with a bad escape in another key", call{path: plain, rawQuery: query().Encode() + "&x=%", body: good}, 400, "query string does not parse"},
+		{"query with a semicolon", call{path: plain, rawQuery: query().Encode() + ";SdkAppid=1400000002", body: good}, 400, "query string does not parse"},
+
 		// SdkAppid.
 		{"SdkAppid missing", call{path: plain, query: without(query(), "SdkAppid"), body: good}, 403, "SdkAppid does not match the CallbackConfig"},
 		{"SdkAppid of another app", call{path: plain, query: with(query(), "SdkAppid", "1400000002"), body: good}, 403, "SdkAppid does not match the CallbackConfig"},
@@ -98,6 +104,9 @@ func TestRejections(t *testing.T) {
 		{"RequestTime 61s ahead", call{path: signedPath, query: signed(query(), vectorToken, strconv.FormatInt(fixedNow.Unix()+61, 10)), body: good}, 401, "RequestTime is more than 1m0s from the receiver's clock"},
 		{"token Secret missing", call{path: Path(h.ns, "no-secret"), query: signedQuery(), body: good}, 503, "callback authentication token is unavailable"},
 		{"token Secret lacks the key", call{path: Path(h.ns, "wrong-key"), query: signedQuery(), body: good}, 503, "callback authentication token is unavailable"},
+		{"no Sign to a config whose Secret is missing", call{path: Path(h.ns, "no-secret"), query: query(), body: good}, 401, "Sign and RequestTime are required"},
+		{"stale RequestTime to a config whose Secret is missing", call{path: Path(h.ns, "no-secret"), query: signed(query(), vectorToken, strconv.FormatInt(fixedNow.Unix()-61, 10)), body: good}, 401, "RequestTime is more than 1m0s from the receiver's clock"},
+		{"Sign not hex to a config whose Secret is missing", call{path: Path(h.ns, "no-secret"), query: with(signedQuery(), "Sign", "junk"), body: good}, 401, "Sign does not match"},
 		{"Sign comes before contenttype", call{path: signedPath, query: with(signed(query(), "other", now), "contenttype", "xml"), body: good}, 401, "Sign does not match"},
 
 		// contenttype and size.
@@ -116,6 +125,14 @@ func TestRejections(t *testing.T) {
 		{"body is null", call{path: plain, query: query(), body: "null"}, 400, "body is not a JSON object"},
 		{"body not UTF-8", call{path: plain, query: query(), body: bodyWith(`[{"From_Account":"ali` + "\xff" + `ce","To_Account":"bob"}]`)}, 400, "body is not valid UTF-8"},
 
+		// Member names given twice: each decoder makes something else of them.
+		{"PairList twice", call{path: plain, query: query(), body: `{"CallbackCommand":"Sns.CallbackFriendDelete","PairList":[{"From_Account":"a","To_Account":"b"}],"PairList":[{"From_Account":"c"}]}`}, 400, "body names a member twice in one object"},
+		{"CallbackCommand twice", call{path: plain, query: query(), body: `{"CallbackCommand":"Sns.CallbackFriendAdd","CallbackCommand":"Sns.CallbackFriendDelete","PairList":[{"From_Account":"a","To_Account":"b"}]}`}, 400, "body names a member twice in one object"},
+		{"From_Account twice in a pair", call{path: plain, query: query(), body: bodyWith(`[{"From_Account":"a","To_Account":"b","From_Account":"c"}]`)}, 400, "body names a member twice in one object"},
+		{"a name repeated through an escape", call{path: plain, query: query(), body: `{"CallbackCommand":"Sns.CallbackFriendDelete","PairList":[{"From_Account":"a","To_Account":"b"}],"Pair\u004cist":[]}`}, 400, "body names a member twice in one object"},
+		{"a repeated name in an unknown member", call{path: plain, query: query(), body: `{"Extra":{"x":1,"x":2},"CallbackCommand":"Sns.CallbackFriendDelete","PairList":[{"From_Account":"a","To_Account":"b"}]}`}, 400, "body names a member twice in one object"},
+		{"a repeated name after a bad item", call{path: plain, query: query(), body: bodyWith(`[1,{"a":1,"a":2}]`)}, 400, "body names a member twice in one object"},
+
 		// CallbackCommand.
 		{"body command of another callback", call{path: plain, query: query(), body: strings.Replace(good, "Sns.CallbackFriendDelete", "Sns.CallbackFriendAdd", 1)}, 400, "CallbackCommand in the body must be Sns.CallbackFriendDelete"},
 		{"body command missing", call{path: plain, query: query(), body: `{"PairList":[{"From_Account":"a","To_Account":"b"}]}`}, 400, "CallbackCommand in the body must be Sns.CallbackFriendDelete"},
@@ -132,6 +149,9 @@ func TestRejections(t *testing.T) {
 		{"PairList item a string", call{path: plain, query: query(), body: bodyWith(`["a->b"]`)}, 400, "PairList[0] must be an object"},
 		{"more than 2000 distinct pairs", call{path: plain, query: query(), body: pairsBody(tooMany...)}, 400, "PairList has more than 2000 distinct pairs"},
 
+		// The object the body would make.
+		{"accounts JSON escapes six-fold", call{path: plain, query: query(), body: escapingBody()}, 413, "the FriendDeletion would be larger than the 1048576 bytes the receiver stores as one object: send fewer pairs per callback"},
+
 		// Accounts.
 		{"From_Account empty", call{path: plain, query: query(), body: pairsBody("", "bob")}, 400, "PairList[0].From_Account is empty"},
 		{"To_Account missing", call{path: plain, query: query(), body: bodyWith(`[{"From_Account":"a","To_Account":"b"},{"From_Account":"a"}]`)}, 400, "PairList[1].To_Account is missing"},
@@ -141,6 +161,21 @@ func TestRejections(t *testing.T) {
 		{"To_Account over 128 bytes", call{path: plain, query: query(), body: pairsBody("alice", strings.Repeat("é", 65))}, 400, "PairList[0].To_Account is longer than 128 bytes"},
 		{"From_Account with a control character", call{path: plain, query: query(), body: pairsBody("ali\u0007ce", "bob")}, 400, "PairList[0].From_Account contains a control character"},
 		{"To_Account with a C1 control character", call{path: plain, query: query(), body: pairsBody("alice", "bo\u0085b")}, 400, "PairList[0].To_Account contains a control character"},
+		{"From_Account with a zero-width space", call{path: plain, query: query(), body: pairsBody("ali\u200bce", "bob")}, 400, "PairList[0].From_Account contains an invisible format character (U+200B)"},
+		{"To_Account with a right-to-left override", call{path: plain, query: query(), body: pairsBody("alice", "\u202ebob")}, 400, "PairList[0].To_Account contains an invisible format character (U+202E)"},
+		{"To_Account with a directional isolate", call{path: plain, query: query(), body: pairsBody("alice", "bob\u2066")}, 400, "PairList[0].To_Account contains an invisible format character (U+2066)"},
+		{"From_Account with a byte order mark", call{path: plain, query: query(), body: pairsBody("\ufeffalice", "bob")}, 400, "PairList[0].From_Account contains an invisible format character (U+FEFF)"},
+		{"From_Account with a soft hyphen", call{path: plain, query: query(), body: pairsBody("ali\u00adce", "bob")}, 400, "PairList[0].From_Account contains an invisible format character (U+00AD)"},
+		{"To_Account with a line separator", call{path: plain, query: query(), body: pairsBody("alice", "b\u2028ob")}, 400, "PairList[0].To_Account contains a line or paragraph separator (U+2028)"},
+		{"To_Account with a paragraph separator", call{path: plain, query: query(), body: pairsBody("alice", "b\u2029ob")}, 400, "PairList[0].To_Account contains a line or paragraph separator (U+2029)"},
+		{"From_Account with a no-break space", call{path: plain, query: query(), body: pairsBody("ali\u00a0ce", "bob")}, 400, "PairList[0].From_Account contains a space other than U+0020 (U+00A0)"},
+		{"From_Account with an ideographic space", call{path: plain, query: query(), body: pairsBody("ali\u3000ce", "bob")}, 400, "PairList[0].From_Account contains a space other than U+0020 (U+3000)"},
+		{"From_Account with a Hangul filler", call{path: plain, query: query(), body: pairsBody("\u3164", "bob")}, 400, "PairList[0].From_Account contains an invisible character (U+3164)"},
+		{"To_Account with a variation selector", call{path: plain, query: query(), body: pairsBody("alice", "bob\ufe0f")}, 400, "PairList[0].To_Account contains an invisible character (U+FE0F)"},
+		{"To_Account with a private-use character", call{path: plain, query: query(), body: pairsBody("alice", "bob\ue000")}, 400, "PairList[0].To_Account contains a private-use character (U+E000)"},
+		{"To_Account with a noncharacter", call{path: plain, query: query(), body: bodyWith(`[{"From_Account":"alice","To_Account":"bob\uffff"}]`)}, 400, "PairList[0].To_Account contains a noncharacter (U+FFFF)"},
+		{"From_Account with a trailing space", call{path: plain, query: query(), body: pairsBody("alice ", "bob")}, 400, "PairList[0].From_Account starts or ends with a space"},
+		{"To_Account with a leading space", call{path: plain, query: query(), body: pairsBody("alice", " bob")}, 400, "PairList[0].To_Account starts or ends with a space"},
 		{"From_Account a lone surrogate", call{path: plain, query: query(), body: bodyWith(`[{"From_Account":"\ud800","To_Account":"b"}]`)}, 400, "PairList[0].From_Account is not valid UTF-8"},
 	}
 	if len(cases) < 30 {
@@ -198,4 +233,31 @@ func TestRejections(t *testing.T) {
 	NewWithT(t).Expect(failed).To(HaveKeyWithValue("/"+ReasonUnknownPath, 4.0))
 	NewWithT(t).Expect(failed).To(HaveKeyWithValue("/"+ReasonConfigNotFound, 2.0))
 	NewWithT(t).Expect(failed).To(HaveKeyWithValue("signed/"+ReasonSignMismatch, 4.0))
+	NewWithT(t).Expect(failed).To(HaveKeyWithValue("plain/"+ReasonDuplicateMember, 6.0))
+	NewWithT(t).Expect(failed).To(HaveKeyWithValue("plain/"+ReasonInvalidQuery, 3.0))
+	NewWithT(t).Expect(failed).To(HaveKeyWithValue("plain/"+ReasonObjectTooLarge, 1.0))
+}
+
+// escapingBody is a body well under the size limit, with 2000 pairs that
+// pass every rule, whose accounts are made of characters JSON escapes as
+// six bytes: the object it would make is over 2 MiB.
+func escapingBody() string {
+	type pair struct {
+		From string `json:"From_Account"`
+		To   string `json:"To_Account"`
+	}
+	list := make([]pair, 0, snsv1alpha1.MaxPairs)
+	for i := range snsv1alpha1.MaxPairs {
+		list = append(list, pair{From: strings.Repeat("<", 120) + fmt.Sprintf("%08d", i), To: strings.Repeat("&", 128)})
+	}
+	var b strings.Builder
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(map[string]any{"CallbackCommand": CallbackCommand, "PairList": list}); err != nil {
+		panic(err)
+	}
+	if b.Len() >= 1<<20 {
+		panic("the escaping body must fit the body limit")
+	}
+	return b.String()
 }

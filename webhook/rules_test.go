@@ -1,6 +1,7 @@
 package webhook
 
 import (
+	"crypto/sha256"
 	"flag"
 	"net/netip"
 	"strings"
@@ -127,7 +128,7 @@ func TestFriendDeletionName(t *testing.T) {
 	g := NewWithT(t)
 	at := time.Unix(1669872112, 0)
 	base := func() *callback {
-		return &callback{pairs: []snsv1alpha1.FriendPair{{From: "a", To: "b"}, {From: "a", To: "c"}}, body: []byte("body")}
+		return &callback{pairs: []snsv1alpha1.FriendPair{{From: "a", To: "b"}, {From: "a", To: "c"}}, bodyHash: sha256.Sum256([]byte("body"))}
 	}
 	name := func(uid string, mutate func(*callback), when time.Time) string {
 		cb := base()
@@ -149,18 +150,29 @@ func TestFriendDeletionName(t *testing.T) {
 		g.Expect(got).To(Equal(n), what)
 	}
 	withID := name("uid", func(c *callback) { c.requestID = "r1" }, at)
-	g.Expect(name("uid", func(c *callback) { c.requestID = "r1"; c.requestTime = "5"; c.body = []byte("x") }, at.Add(time.Hour))).
-		To(Equal(withID), "the request id alone tells deliveries apart")
+	g.Expect(name("uid", func(c *callback) { c.requestID = "r1"; c.requestTime = "5"; c.bodyHash = sha256.Sum256([]byte("x")) }, at.Add(time.Hour))).
+		To(Equal(withID), "unsigned, the request id alone tells deliveries apart")
 	withTime := name("uid", func(c *callback) { c.requestTime = "5" }, at)
-	g.Expect(name("uid", func(c *callback) { c.requestTime = "5"; c.body = []byte("x") }, at.Add(time.Hour))).
+	g.Expect(name("uid", func(c *callback) { c.requestTime = "5"; c.bodyHash = sha256.Sum256([]byte("x")) }, at.Add(time.Hour))).
 		To(Equal(withTime), "without a request id, RequestTime does")
+
+	// Signed, the signed RequestTime always counts, and the request id with
+	// it: an unsigned id cannot make a later deletion's name.
+	signedAt := func(rt, id string) string {
+		return name("uid", func(c *callback) { c.signed = true; c.requestTime = rt; c.requestID = id }, at)
+	}
+	g.Expect(signedAt("5", "r1")).To(Equal(name("uid", func(c *callback) {
+		c.signed, c.requestTime, c.requestID, c.bodyHash = true, "5", "r1", sha256.Sum256([]byte("x"))
+	}, at.Add(time.Hour))), "a signed redelivery collapses")
+	g.Expect(signedAt("6", "r1")).NotTo(Equal(signedAt("5", "r1")), "the same unsigned id with another signed time is another deletion")
+	g.Expect(signedAt("5", "r1")).NotTo(Equal(withID), "signed and unsigned names differ")
 
 	different := map[string]string{
 		"another config":             name("uid2", nil, at),
 		"another pair":               name("uid", func(c *callback) { c.pairs[1].To = "d" }, at),
 		"a pair less":                name("uid", func(c *callback) { c.pairs = c.pairs[:1] }, at),
 		"pair fields shifted":        name("uid", func(c *callback) { c.pairs = []snsv1alpha1.FriendPair{{From: "ab", To: ""}, {From: "a", To: "c"}} }, at),
-		"another body":               name("uid", func(c *callback) { c.body = []byte("other") }, at),
+		"another body":               name("uid", func(c *callback) { c.bodyHash = sha256.Sum256([]byte("other")) }, at),
 		"the next second":            name("uid", nil, at.Add(time.Second)),
 		"with a request id":          withID,
 		"with a RequestTime":         withTime,

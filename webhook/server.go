@@ -147,9 +147,12 @@ func (s *server) tlsConfig(ctx context.Context) (*tls.Config, error) {
 		return nil, nil
 	}
 	cert, key := filepath.Join(s.opts.CertDir, CertFile), filepath.Join(s.opts.CertDir, KeyFile)
-	if !fileExists(cert) || !fileExists(key) {
-		s.log.Info("no serving certificate in the cert dir: serving plain HTTP", "certDir", s.opts.CertDir)
-		return nil, nil
+	for _, f := range []string{cert, key} {
+		if !fileExists(f) {
+			// Serving plain HTTP where HTTPS was asked for would put tokens
+			// and accounts on the wire in the clear.
+			return nil, fmt.Errorf("callback receiver: --receiver-cert-dir %s has no %s: give it tls.crt and tls.key, or leave the flag empty to serve plain HTTP", s.opts.CertDir, filepath.Base(f))
+		}
 	}
 	watcher, err := certwatcher.New(cert, key)
 	if err != nil {

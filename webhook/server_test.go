@@ -116,16 +116,15 @@ func TestSetupWithManagerServesWithoutLeadership(t *testing.T) {
 	}
 }
 
-// TestServerWithoutCertificatesServesHTTPAndReportsReadiness runs the
-// listener alone: plain HTTP when the cert dir has no certificate, ready
-// while serving, not ready once stopped.
-func TestServerWithoutCertificatesServesHTTPAndReportsReadiness(t *testing.T) {
+// TestServerWithoutCertDirServesHTTPAndReportsReadiness runs the listener
+// alone: plain HTTP when no cert dir is given, ready while serving, not
+// ready once stopped.
+func TestServerWithoutCertDirServesHTTPAndReportsReadiness(t *testing.T) {
 	g := NewWithT(t)
 	h := newHarness(t)
 	h.config("plain", nil)
 	opts := DefaultOptions()
 	opts.BindAddress = "127.0.0.1:0"
-	opts.CertDir = t.TempDir()
 	srv := newServer(opts, h.recv, h.mgr.GetCache(), h.recv.ready, h.logs.logger())
 	g.Expect(h.recv.ReadyCheck(nil)).To(HaveOccurred())
 
@@ -143,6 +142,34 @@ func TestServerWithoutCertificatesServesHTTPAndReportsReadiness(t *testing.T) {
 	cancel()
 	g.Expect(<-done).To(Succeed())
 	g.Expect(h.recv.ReadyCheck(nil)).To(MatchError(ContainSubstring("shutting down")))
+}
+
+// A cert dir that lacks the certificate or the key stops the start: the
+// receiver never serves plain HTTP where HTTPS was asked for.
+func TestServerRefusesACertDirWithoutKeyPair(t *testing.T) {
+	full, _ := selfSignedCert(t)
+	onlyCert := t.TempDir()
+	crt, err := os.ReadFile(filepath.Join(full, CertFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(onlyCert, CertFile), crt, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for name, dir := range map[string]string{"empty": t.TempDir(), "certificate only": onlyCert, "missing": filepath.Join(t.TempDir(), "absent")} {
+		t.Run(name, func(t *testing.T) {
+			g := NewWithT(t)
+			opts := DefaultOptions()
+			opts.BindAddress = "127.0.0.1:0"
+			opts.CertDir = dir
+			ready := newReadiness()
+			srv := newServer(opts, http.NotFoundHandler(), nil, ready, testLogs)
+			err := srv.Start(t.Context())
+			g.Expect(err).To(MatchError(ContainSubstring("--receiver-cert-dir " + dir + " has no tls.")))
+			g.Expect(srv.Addr()).To(BeNil(), "it never listened")
+			g.Expect(ready.check()).To(HaveOccurred())
+		})
+	}
 }
 
 // freeAddr returns a loopback address with a port free a moment ago.

@@ -68,6 +68,7 @@ func setup(mgr ctrl.Manager, opts Options, reg prometheus.Registerer) (*parts, e
 		store:    &store{client: writer, metrics: m},
 		rules:    rules{trustForwardedFor: opts.TrustForwardedFor},
 		maxBody:  opts.MaxBodyBytes,
+		bodies:   make(chan struct{}, opts.MaxConcurrentBodies),
 		budget:   opts.WriteTimeout,
 		clock:    clock.RealClock{},
 		metrics:  m,

@@ -44,3 +44,17 @@ func withinSkew(t, now time.Time, skew time.Duration) bool {
 	d := now.Sub(t)
 	return d <= skew && d >= -skew
 }
+
+// wellFormedSign reports whether s can be a Sign at all: 64 lowercase hex
+// digits. One that cannot is refused without reading the token.
+func wellFormedSign(s string) bool {
+	if len(s) != 2*sha256.Size {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
+			return false
+		}
+	}
+	return true
+}

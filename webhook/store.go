@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"strings"
 	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -54,6 +55,9 @@ func (s *store) create(ctx context.Context, fd *snsv1alpha1.FriendDeletion) *rej
 			return nil
 		}
 		if !retryable(err) {
+			if tooLarge(err) {
+				return withCause(reject(http.StatusRequestEntityTooLarge, ReasonObjectTooLarge, "the API server refused the FriendDeletion as too large: send fewer pairs per callback"), err)
+			}
 			if apierrors.IsInvalid(err) || apierrors.IsBadRequest(err) {
 				return withCause(reject(http.StatusInternalServerError, ReasonRejectedByAPIServer, "the API server refused the FriendDeletion"), err)
 			}
@@ -74,10 +78,14 @@ func (s *store) create(ctx context.Context, fd *snsv1alpha1.FriendDeletion) *rej
 }
 
 // retryable reports whether a failed create may succeed when tried again:
-// everything but a definite refusal by the API server.
+// everything but a definite refusal by the API server, and an object too
+// large for it, whichever way that is said.
 func retryable(err error) bool {
 	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
 		return true // the loop stops on the deadline itself
+	}
+	if tooLarge(err) {
+		return false
 	}
 	var status apierrors.APIStatus
 	if !errors.As(err, &status) {
@@ -90,6 +98,28 @@ func retryable(err error) bool {
 		return true
 	case code >= 500 || code == 0:
 		return true
+	}
+	return false
+}
+
+// tooLargeMessages are what the API server says, in an error that is not a
+// 413, when etcd or its gRPC connection refuses an object for its size.
+var tooLargeMessages = []string{"request is too large", "ResourceExhausted", "larger than max"}
+
+// tooLarge reports whether err says the object is too large to store.
+func tooLarge(err error) bool {
+	if apierrors.IsRequestEntityTooLargeError(err) {
+		return true
+	}
+	var status apierrors.APIStatus
+	if !errors.As(err, &status) {
+		return false
+	}
+	msg := status.Status().Message
+	for _, m := range tooLargeMessages {
+		if strings.Contains(msg, m) {
+			return true
+		}
 	}
 	return false
 }

@@ -3,6 +3,7 @@ package webhook
 import (
 	"context"
 	"sync"
+	"time"
 
 	"golang.org/x/sync/singleflight"
 	corev1 "k8s.io/api/core/v1"
@@ -36,12 +37,27 @@ type tokenSecrets struct {
 
 	mu     sync.Mutex
 	copies map[types.NamespacedName]*corev1.Secret
+	// missing holds when the API server last said a Secret does not exist,
+	// so that callbacks to a config whose Secret is missing do not each
+	// cost an API request.
+	missing map[types.NamespacedName]time.Time
 	// reads makes concurrent reads of one changed Secret one API request.
 	reads singleflight.Group
+	now   func() time.Time
 }
 
+// missingTTL is how long the API server's word that a Secret is missing is
+// taken without asking again, while the cache does not see the Secret
+// either. A Secret created in the meantime is read as soon as the cache
+// sees it.
+const missingTTL = 5 * time.Second
+
 func newTokenSecrets(meta, direct client.Reader) *tokenSecrets {
-	return &tokenSecrets{meta: meta, direct: direct, copies: map[types.NamespacedName]*corev1.Secret{}}
+	return &tokenSecrets{
+		meta: meta, direct: direct, now: time.Now,
+		copies:  map[types.NamespacedName]*corev1.Secret{},
+		missing: map[types.NamespacedName]time.Time{},
+	}
 }
 
 // Get returns the Secret. The caller must not change it.
@@ -58,9 +74,13 @@ func (s *tokenSecrets) Get(ctx context.Context, key types.NamespacedName) (*core
 	}
 	s.mu.Lock()
 	c := s.copies[key]
+	missingSince, wasMissing := s.missing[key]
 	s.mu.Unlock()
 	if c != nil && m != nil && c.UID == m.UID && c.ResourceVersion == m.ResourceVersion {
 		return c, nil
+	}
+	if m == nil && wasMissing && s.now().Sub(missingSince) < missingTTL {
+		return nil, apierrors.NewNotFound(corev1.Resource("secrets"), key.Name)
 	}
 	v, err, _ := s.reads.Do(key.String(), func() (any, error) {
 		fresh := &corev1.Secret{}
@@ -70,12 +90,14 @@ func (s *tokenSecrets) Get(ctx context.Context, key types.NamespacedName) (*core
 		switch {
 		case apierrors.IsNotFound(err):
 			delete(s.copies, key)
+			s.missing[key] = s.now()
 			return nil, err
 		case err != nil:
 			return nil, err
 		}
 		fresh.ManagedFields = nil
 		s.copies[key] = fresh
+		delete(s.missing, key)
 		return fresh, nil
 	})
 	if err != nil {

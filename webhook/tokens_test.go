@@ -4,6 +4,7 @@ import (
 	"context"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	. "github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
@@ -21,6 +22,10 @@ type secretStore struct {
 }
 
 func (s *secretStore) Get(_ context.Context, key client.ObjectKey, obj client.Object, _ ...client.GetOption) error {
+	_, whole := obj.(*corev1.Secret)
+	if whole {
+		s.reads.Add(1)
+	}
 	sec, ok := s.secrets[key]
 	if !ok {
 		return apierrors.NewNotFound(corev1.Resource("secrets"), key.Name)
@@ -29,7 +34,6 @@ func (s *secretStore) Get(_ context.Context, key client.ObjectKey, obj client.Ob
 	case *metav1.PartialObjectMetadata:
 		o.ObjectMeta = *sec.ObjectMeta.DeepCopy()
 	case *corev1.Secret:
-		s.reads.Add(1)
 		sec.DeepCopyInto(o)
 	}
 	return nil
@@ -90,4 +94,36 @@ func TestTokenSecretsReadEachVersionOnce(t *testing.T) {
 	_, err := ts.Get(ctx, key)
 	g.Expect(apierrors.IsNotFound(err)).To(BeTrue(), "got %v", err)
 	g.Expect(ts.copies).To(BeEmpty())
+}
+
+// A Secret that is missing is asked for once per missingTTL, not once per
+// callback, and read at once when the cache sees it created.
+func TestTokenSecretsRememberAMissingSecret(t *testing.T) {
+	g := NewWithT(t)
+	ctx := context.Background()
+	key := types.NamespacedName{Namespace: "ns", Name: "im-token"}
+	cache := &secretStore{secrets: map[types.NamespacedName]*corev1.Secret{}}
+	api := &secretStore{secrets: map[types.NamespacedName]*corev1.Secret{}}
+	ts := newTokenSecrets(cache, api)
+	now := time.Unix(1700000000, 0)
+	ts.now = func() time.Time { return now }
+
+	for range 100 {
+		_, err := ts.Get(ctx, key)
+		g.Expect(apierrors.IsNotFound(err)).To(BeTrue(), "got %v", err)
+	}
+	g.Expect(api.reads.Load()).To(Equal(int32(1)), "100 callbacks to a missing Secret cost one API request")
+
+	now = now.Add(missingTTL)
+	_, err := ts.Get(ctx, key)
+	g.Expect(apierrors.IsNotFound(err)).To(BeTrue(), "got %v", err)
+	g.Expect(api.reads.Load()).To(Equal(int32(2)), "asked again once the answer is old")
+
+	// Created: the cache sees it, and it is read without waiting out the TTL.
+	api.secrets[key] = secretAt("u1", "1", "one")
+	cache.secrets[key] = secretAt("u1", "1", "")
+	sec, err := ts.Get(ctx, key)
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(string(sec.Data["token"])).To(Equal("one"))
+	g.Expect(ts.missing).To(BeEmpty())
 }
