@@ -224,11 +224,11 @@ func TestOptionsFlags(t *testing.T) {
 	o.BindFlags(fs)
 	g.Expect(fs.Parse([]string{
 		"--receiver-bind-address=127.0.0.1:9443", "--receiver-cert-dir=/certs", "--receiver-max-body-bytes=2048",
-		"--receiver-write-timeout=1s", "--receiver-trust-forwarded-for", "--receiver-status-flush-interval=10s",
+		"--receiver-max-concurrent-bodies=8", "--receiver-write-timeout=1s", "--receiver-trust-forwarded-for", "--receiver-status-flush-interval=10s",
 		"--receiver-kube-api-qps=-1", "--receiver-kube-api-burst=5", "--receiver-shutdown-timeout=3s",
 	})).To(Succeed())
 	g.Expect(o).To(Equal(Options{
-		BindAddress: "127.0.0.1:9443", CertDir: "/certs", MaxBodyBytes: 2048, WriteTimeout: time.Second,
+		BindAddress: "127.0.0.1:9443", CertDir: "/certs", MaxBodyBytes: 2048, MaxConcurrentBodies: 8, WriteTimeout: time.Second,
 		TrustForwardedFor: true, StatusFlushInterval: 10 * time.Second, KubeAPIQPS: -1, KubeAPIBurst: 5,
 		ShutdownTimeout: 3 * time.Second,
 	}))
