@@ -20,7 +20,7 @@ import (
 	snsv1alpha1 "github.com/imcallback/friend-deletion-operator/api/v1alpha1"
 	"github.com/imcallback/friend-deletion-operator/controllers"
 	"github.com/imcallback/friend-deletion-operator/controllers/examples/audit"
-	"github.com/imcallback/friend-deletion-operator/internal/testenv"
+	"github.com/imcallback/friend-deletion-operator/controllers/testenv"
 )
 
 var env *testenv.Env
