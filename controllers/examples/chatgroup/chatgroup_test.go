@@ -15,7 +15,9 @@ import (
 	. "github.com/onsi/gomega"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/watch"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	snsv1alpha1 "github.com/imcallback/friend-deletion-operator/api/v1alpha1"
 	"github.com/imcallback/friend-deletion-operator/controllers/examples/chatgroup"
@@ -256,4 +258,44 @@ func TestMissingParamsFailTheStep(t *testing.T) {
 		g.Expect(st.Phase).To(Equal(snsv1alpha1.PhaseFailed))
 	})
 	gt(t).Expect(st.Message).To(Equal("params.group is not set."))
+}
+
+// TestWritesOfTheLargestFriendDeletion counts the writes to a 2000-pair
+// FriendDeletion, from its creation to Succeeded: the step's checkpoints
+// every CheckpointEvery pairs and its outcome, each followed by the
+// FriendDeletion reconciler's update of the conditions, plus the few
+// writes of the step's start and the end.
+func TestWritesOfTheLargestFriendDeletion(t *testing.T) {
+	ns := env.Namespace(t)
+	chat := newChatService(t)
+	g := gt(t)
+	watcher, err := client.NewWithWatch(env.Config, client.Options{Scheme: env.Scheme})
+	g.Expect(err).NotTo(HaveOccurred())
+	w, err := watcher.Watch(t.Context(), &snsv1alpha1.FriendDeletionList{}, client.InNamespace(ns))
+	g.Expect(err).NotTo(HaveOccurred())
+	defer w.Stop()
+
+	startOperator(t, ns)
+	create(t, ns, map[string]string{chatgroup.ParamEndpoint: chat.URL + "/api", chatgroup.ParamGroup: "g1"}, snsv1alpha1.MaxPairs)
+
+	writes := 0
+	g.Eventually(func() snsv1alpha1.Phase {
+		for {
+			select {
+			case e := <-w.ResultChan():
+				if e.Type == watch.Modified {
+					writes++
+				}
+				if fd, ok := e.Object.(*snsv1alpha1.FriendDeletion); ok && fd.Status.Phase.Finished() {
+					return fd.Status.Phase
+				}
+			default:
+				return ""
+			}
+		}
+	}).Should(Equal(snsv1alpha1.PhaseSucceeded))
+	checkpoints := snsv1alpha1.MaxPairs/chatgroup.CheckpointEvery - 1
+	t.Logf("%d writes for %d pairs (%d checkpoints)", writes, snsv1alpha1.MaxPairs, checkpoints)
+	g.Expect(writes).To(BeNumerically("<=", 2*(checkpoints+1)+4))
+	g.Expect(chat.idempotencyKeys()).To(Equal(snsv1alpha1.MaxPairs))
 }
