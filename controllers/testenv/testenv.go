@@ -84,7 +84,7 @@ func Start(opts ...Option) (*Env, error) {
 		assets = os.Getenv("K8S_ASSETS")
 	}
 	if assets == "" {
-		return nil, fmt.Errorf("KUBEBUILDER_ASSETS is not set: run the tests with `make test`, which builds kube-apiserver and etcd and sets it")
+		return nil, fmt.Errorf("KUBEBUILDER_ASSETS is not set: set it to a folder holding kube-apiserver and etcd (in the operator's repository, `make test` builds them and sets it)")
 	}
 	for _, bin := range []string{"kube-apiserver", "etcd"} {
 		if _, err := os.Stat(filepath.Join(assets, bin)); err != nil {
