@@ -4,7 +4,7 @@
 // A CallbackConfig lists a step such as
 //
 //	cleanup:
-//	- name: chat-groups
+//	- name: chat-group
 //	  external:
 //	    deadline: 1h
 //	    params: {endpoint: "https://chat.example.com/api", group: "all-staff"}
@@ -17,7 +17,7 @@
 // else, Report). The operator then updates the FriendDeletion's
 // conditions, emits an Event and goes on with the next step.
 //
-//	err := cleanup.NewControllerManagedBy(mgr, "chat-groups").
+//	err := cleanup.NewControllerManagedBy(mgr, "chat-group").
 //		Complete(&Reconciler{HTTP: http.DefaultClient})
 //
 // See the README's section "Writing a reconciler" and the worked examples

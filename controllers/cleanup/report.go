@@ -40,7 +40,8 @@ type Outcome struct {
 	// 1024 bytes.
 	Message string
 	// RetryAfter, with Phase Running, records a failed attempt: attempts
-	// goes up by one and the next attempt is due after this wait.
+	// goes up by one, the next attempt is due after this wait, and the
+	// message becomes "Attempt <n> failed: <Message>; next attempt at <time>."
 	RetryAfter time.Duration
 	// Checkpoint, when not nil, replaces the step's checkpoint. At most
 	// MaxCheckpoint bytes.
