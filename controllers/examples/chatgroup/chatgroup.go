@@ -94,6 +94,10 @@ func (r *Reconciler) Reconcile(ctx context.Context, step *cleanup.Step) (ctrl.Re
 		key := fmt.Sprintf("%s-%d", step.FriendDeletion.UID, i)
 		res, err := r.removePair(ctx, target, key, pairs[i].From, pairs[i].To)
 		switch {
+		case err != nil && ctx.Err() != nil:
+			// The manager is stopping; the next one resumes from the last
+			// checkpoint.
+			return ctrl.Result{}, ctx.Err()
 		case err != nil:
 			step.Checkpoint = checkpoint(i)
 			return step.Retry(ctx, fmt.Sprintf("Removing pair %d of %d: %v", i+1, len(pairs), err), backoff(step.Status.Attempts))
