@@ -3,8 +3,9 @@
 #   make run       run the operator (brings up a local cluster when no
 #                  cluster is reachable)
 #   make test      every suite CI runs: unit and envtest against a real
-#                  kube-apiserver, a bounded fuzz run, end to end on a local
-#                  cluster (make test-unit runs only the first)
+#                  kube-apiserver, the example modules under
+#                  controllers/examples, a bounded fuzz run, end to end on a
+#                  local cluster (make test-unit runs only the first)
 #   make verify    regenerate everything and fail on any difference
 #
 # Tool versions live in hack/tools/go.mod and hack/controlplane/go.mod.
@@ -53,7 +54,7 @@ vet:
 	go vet ./...
 
 .PHONY: tidy
-tidy:
+tidy: tidy-examples
 	go mod tidy
 	cd hack/tools && go mod tidy
 	cd hack/controlplane && go mod tidy
@@ -77,7 +78,7 @@ envtest-assets:
 	hack/build-control-plane.sh kube-apiserver etcd kubectl
 
 .PHONY: test
-test: test-unit fuzz test-e2e ## Run every suite CI runs: unit and envtest, a bounded fuzz run, end to end.
+test: test-unit test-examples fuzz test-e2e ## Run every suite CI runs: unit and envtest, the example modules, a bounded fuzz run, end to end.
 
 .PHONY: test-unit
 test-unit: envtest-assets kustomize helm ## Run the unit and envtest suites (go test ./...).

@@ -43,16 +43,16 @@ func TestExternalStepReportedSucceededAndFailed(t *testing.T) {
 
 	// Reporting a step that does not exist is refused.
 	fd := waitForPhase(t, ns, "ok", snsv1alpha1.PhaseRunning)
-	g.Expect(errors.Is(cleanup.Report(t.Context(), env.Client, fd, "nope", cleanup.Succeeded("")), cleanup.ErrNoSuchStep)).To(BeTrue())
+	g.Expect(errors.Is(cleanup.Report(t.Context(), env.Client, env.Client, fd, "nope", cleanup.Succeeded("")), cleanup.ErrNoSuchStep)).To(BeTrue())
 
-	g.Expect(cleanup.Report(t.Context(), env.Client, fd, "crm", cleanup.Progress("Deleted 10 of 20 rows."))).To(Succeed())
+	g.Expect(cleanup.Report(t.Context(), env.Client, env.Client, fd, "crm", cleanup.Progress("Deleted 10 of 20 rows."))).To(Succeed())
 	g.Eventually(func(g Gomega) {
 		g.Expect(conditionOf(getFD(g, ns, "ok"), "step.sns.imcallback.io/crm").Message).To(Equal("Deleted 10 of 20 rows."))
 	}).Should(Succeed())
-	g.Expect(cleanup.Report(t.Context(), env.Client, fd, "crm", cleanup.Succeeded("CRM records removed."))).To(Succeed())
+	g.Expect(cleanup.Report(t.Context(), env.Client, env.Client, fd, "crm", cleanup.Succeeded("CRM records removed."))).To(Succeed())
 	// Reporting the same outcome again is harmless; another one is refused.
-	g.Expect(cleanup.Report(t.Context(), env.Client, fd, "crm", cleanup.Succeeded("CRM records removed."))).To(Succeed())
-	g.Expect(errors.Is(cleanup.Report(t.Context(), env.Client, fd, "crm", cleanup.Failed("too late")), cleanup.ErrStepNotRunning)).To(BeTrue())
+	g.Expect(cleanup.Report(t.Context(), env.Client, env.Client, fd, "crm", cleanup.Succeeded("CRM records removed."))).To(Succeed())
+	g.Expect(errors.Is(cleanup.Report(t.Context(), env.Client, env.Client, fd, "crm", cleanup.Failed("too late")), cleanup.ErrStepNotRunning)).To(BeTrue())
 
 	fd = waitForPhase(t, ns, "ok", snsv1alpha1.PhaseSucceeded)
 	g.Expect(conditionOf(fd, "step.sns.imcallback.io/crm")).To(SatisfyAll(
@@ -60,7 +60,7 @@ func TestExternalStepReportedSucceededAndFailed(t *testing.T) {
 	g.Expect(conditionOf(fd, "Ready").Status).To(Equal(metav1.ConditionTrue))
 
 	bad := waitForPhase(t, ns, "bad", snsv1alpha1.PhaseRunning)
-	g.Expect(cleanup.Report(t.Context(), env.Client, bad, "crm", cleanup.Failed("CRM answered 403."))).To(Succeed())
+	g.Expect(cleanup.Report(t.Context(), env.Client, env.Client, bad, "crm", cleanup.Failed("CRM answered 403."))).To(Succeed())
 	bad = waitForPhase(t, ns, "bad", snsv1alpha1.PhaseFailed)
 	g.Expect(conditionOf(bad, "Ready")).To(SatisfyAll(HaveField("Reason", snsv1alpha1.ReasonFailed), HaveField("Message", ContainSubstring("CRM answered 403."))))
 	g.Eventually(func(g Gomega) []string { return eventsFor(g, ns, "ok") }).Should(ContainElements("StepRunning", "StepSucceeded", "Succeeded"))
@@ -128,7 +128,7 @@ func TestThreeStepsOfDifferentKinds(t *testing.T) {
 	g.Expect(all).To(Equal(1))
 
 	// 3. The reporter reports: every step succeeded.
-	g.Expect(cleanup.Report(t.Context(), env.Client, fd, "crm", cleanup.Succeeded("done"))).To(Succeed())
+	g.Expect(cleanup.Report(t.Context(), env.Client, env.Client, fd, "crm", cleanup.Succeeded("done"))).To(Succeed())
 	fd = waitForPhase(t, ns, "fd1", snsv1alpha1.PhaseSucceeded)
 	for _, c := range []string{"Ready", "step.sns.imcallback.io/purge", "step.sns.imcallback.io/notify", "step.sns.imcallback.io/crm"} {
 		g.Expect(conditionOf(fd, c).Status).To(Equal(metav1.ConditionTrue), c)
@@ -137,5 +137,5 @@ func TestThreeStepsOfDifferentKinds(t *testing.T) {
 }
 
 func reportOK(t *testing.T, fd *snsv1alpha1.FriendDeletion, step string) error {
-	return cleanup.Report(t.Context(), env.Client, fd, step, cleanup.Succeeded("ok"))
+	return cleanup.Report(t.Context(), env.Client, env.Client, fd, step, cleanup.Succeeded("ok"))
 }

@@ -2,9 +2,9 @@
 // which runs each accepted callback's cleanup steps, and CallbackConfig,
 // which reports whether a config can accept callbacks.
 //
-// main.go calls SetupWithManager, and SetupExampleReconciler behind a flag.
-// The package cleanup beside this one is the API for writing a reconciler
-// of your own cleanup step.
+// controllers/manager.Run, which main.go calls, sets them up with
+// SetupWithManager. The package cleanup beside this one is the API for
+// writing a reconciler of your own cleanup step.
 package controllers
 
 import (
@@ -32,7 +32,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	snsv1alpha1 "github.com/imcallback/friend-deletion-operator/api/v1alpha1"
-	"github.com/imcallback/friend-deletion-operator/controllers/examples/audit"
 )
 
 // +kubebuilder:rbac:groups=sns.imcallback.io,resources=frienddeletions,verbs=get;list;watch;delete
@@ -113,13 +112,6 @@ func SetupWithManager(mgr ctrl.Manager, opts Options) error {
 		return fmt.Errorf("setting up the CallbackConfig reconciler: %w", err)
 	}
 	return nil
-}
-
-// SetupExampleReconciler registers the worked example of the cleanup step
-// API (controllers/examples/audit): a reconciler for external steps named
-// "audit". main.go calls it when --enable-example-reconciler is set.
-func SetupExampleReconciler(mgr ctrl.Manager) error {
-	return audit.SetupWithManager(mgr)
 }
 
 // CacheByObject narrows the manager's cache to the Jobs and ConfigMaps the

@@ -13,7 +13,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	snsv1alpha1 "github.com/imcallback/friend-deletion-operator/api/v1alpha1"
-	"github.com/imcallback/friend-deletion-operator/internal/testenv"
+	"github.com/imcallback/friend-deletion-operator/controllers/testenv"
 )
 
 const (

@@ -22,7 +22,7 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	snsv1alpha1 "github.com/imcallback/friend-deletion-operator/api/v1alpha1"
-	"github.com/imcallback/friend-deletion-operator/internal/testenv"
+	"github.com/imcallback/friend-deletion-operator/controllers/testenv"
 )
 
 var env *testenv.Env

@@ -166,6 +166,18 @@ type ExternalStep struct {
 	// +optional
 	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('1s') && duration(self) <= duration('720h')",message="deadline must be between 1s and 720h"
 	Deadline *metav1.Duration `json:"deadline,omitempty"`
+
+	// params is handed to the step's reconciler with each FriendDeletion
+	// (cleanup.Step.Params): an endpoint, a group id, anything the
+	// reconciler needs from the config rather than from a process flag. At
+	// most 32 entries; keys are 1 to 63 letters, digits, '-', '_' or '.',
+	// starting with a letter; values are at most 1024 bytes. Not for
+	// secrets: a CallbackConfig is readable by whoever may read the config.
+	// +optional
+	// +kubebuilder:validation:MaxProperties=32
+	// +kubebuilder:validation:XValidation:rule="self.all(k, size(k) <= 63 && k.matches('^[A-Za-z][-A-Za-z0-9_.]*$'))",message="params keys are 1 to 63 letters, digits, '-', '_' or '.', starting with a letter"
+	// +kubebuilder:validation:XValidation:rule="self.all(k, size(self[k]) <= 1024)",message="params values are at most 1024 bytes"
+	Params map[string]string `json:"params,omitempty"`
 }
 
 // Retention says how long finished FriendDeletions are kept.

@@ -146,9 +146,17 @@ type StepStatus struct {
 	// +kubebuilder:validation:MaxLength=2100
 	Request string `json:"request,omitempty"`
 
-	// nextAttemptTime is when a failed HTTP attempt is tried again.
+	// nextAttemptTime is when a failed attempt of an HTTP or external step
+	// is tried again.
 	// +optional
 	NextAttemptTime *metav1.Time `json:"nextAttemptTime,omitempty"`
+
+	// checkpoint is where an external step's reconciler has got to, in its
+	// own format (cleanup.Step.SaveCheckpoint), so that a restarted
+	// reconciler resumes instead of redoing the work. At most 4096 bytes.
+	// +optional
+	// +kubebuilder:validation:MaxLength=4096
+	Checkpoint string `json:"checkpoint,omitempty"`
 
 	// startTime is when the step started.
 	// +optional

@@ -3,7 +3,7 @@
 // ceiling of creating the same Jobs directly, on one control plane, and the
 // manager's peak memory.
 //
-// It starts its own kube-apiserver and etcd (internal/testenv, so
+// It starts its own kube-apiserver and etcd (controllers/testenv, so
 // KUBEBUILDER_ASSETS or K8S_ASSETS must name them), builds the manager from
 // main.go and runs it as a separate process, the way it runs in a cluster.
 //
@@ -62,7 +62,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log"
 
 	snsv1alpha1 "github.com/imcallback/friend-deletion-operator/api/v1alpha1"
-	"github.com/imcallback/friend-deletion-operator/internal/testenv"
+	"github.com/imcallback/friend-deletion-operator/controllers/testenv"
 )
 
 type benchOptions struct {

@@ -26,8 +26,8 @@ import (
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"sigs.k8s.io/yaml"
 
+	"github.com/imcallback/friend-deletion-operator/controllers/testenv"
 	"github.com/imcallback/friend-deletion-operator/hack/localcluster/cluster"
-	"github.com/imcallback/friend-deletion-operator/internal/testenv"
 )
 
 var (

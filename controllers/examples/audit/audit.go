@@ -39,12 +39,16 @@ const RecordKey = "record.txt"
 func SetupWithManager(mgr ctrl.Manager) error {
 	return cleanup.NewControllerManagedBy(mgr, StepName).
 		Owns(&corev1.ConfigMap{}).
-		Complete(&Reconciler{Client: mgr.GetClient()})
+		Complete(&Reconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader()})
 }
 
 // Reconciler writes one audit record per FriendDeletion.
 type Reconciler struct {
 	client.Client
+	// APIReader reads from the API server. The manager's cache holds only
+	// ConfigMaps with the FriendDeletion label, so a ConfigMap of someone
+	// else's that happens to have the record's name is seen only here.
+	APIReader client.Reader
 }
 
 // Reconcile creates the FriendDeletion's audit ConfigMap, once, and reports
@@ -70,8 +74,10 @@ func (r *Reconciler) Reconcile(ctx context.Context, step *cleanup.Step) (ctrl.Re
 	}
 	err := r.Create(ctx, cm)
 	if apierrors.IsAlreadyExists(err) {
-		existing := &corev1.ConfigMap{}
-		if err := r.Get(ctx, client.ObjectKeyFromObject(cm), existing); err != nil {
+		// Its metadata says whose it is; its data is not needed.
+		existing := &metav1.PartialObjectMetadata{}
+		existing.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("ConfigMap"))
+		if err := r.APIReader.Get(ctx, client.ObjectKeyFromObject(cm), existing); err != nil {
 			return ctrl.Result{}, err
 		}
 		if !metav1.IsControlledBy(existing, fd) {

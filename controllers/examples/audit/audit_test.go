@@ -11,16 +11,12 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
-	"sigs.k8s.io/controller-runtime/pkg/cache"
-	"sigs.k8s.io/controller-runtime/pkg/config"
-	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	snsv1alpha1 "github.com/imcallback/friend-deletion-operator/api/v1alpha1"
-	"github.com/imcallback/friend-deletion-operator/controllers"
 	"github.com/imcallback/friend-deletion-operator/controllers/examples/audit"
-	"github.com/imcallback/friend-deletion-operator/internal/testenv"
+	"github.com/imcallback/friend-deletion-operator/controllers/manager"
+	"github.com/imcallback/friend-deletion-operator/controllers/testenv"
 )
 
 var env *testenv.Env
@@ -30,44 +26,24 @@ func TestMain(m *testing.M) {
 	testenv.Run(m, func(e *testenv.Env) { env = e })
 }
 
-// TestAuditStep runs the operator with the example reconciler, as main.go
-// does with --enable-example-reconciler, for a config whose second step is
-// "audit".
-func TestAuditStep(t *testing.T) {
+func gt(t *testing.T) *WithT {
 	g := NewWithT(t)
 	g.SetDefaultEventuallyTimeout(20 * time.Second)
 	g.SetDefaultEventuallyPollingInterval(50 * time.Millisecond)
-	ns := env.Namespace(t)
+	return g
+}
 
-	mgr, err := ctrl.NewManager(env.Config, ctrl.Options{
-		Scheme: env.Scheme,
-		Cache: cache.Options{
-			DefaultNamespaces: map[string]cache.Config{ns: {}},
-			DefaultTransform:  cache.TransformStripManagedFields(),
-			ByObject:          controllers.CacheByObject(),
-		},
-		Metrics:                metricsserver.Options{BindAddress: "0"},
-		HealthProbeBindAddress: "0",
-		Controller:             config.Controller{SkipNameValidation: ptr.To(true)},
+// startOperator runs the operator with the example reconciler, as main.go
+// does with --enable-example-reconciler, for one namespace.
+func startOperator(t *testing.T, ns string) {
+	testenv.Go(t, func(ctx context.Context) error {
+		return manager.Run(ctx, manager.TestOptions(env.Config, ns), audit.SetupWithManager)
 	})
-	g.Expect(err).NotTo(HaveOccurred())
-	g.Expect(controllers.SetupWithManager(mgr, controllers.DefaultOptions())).To(Succeed())
-	g.Expect(controllers.SetupExampleReconciler(mgr)).To(Succeed())
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error)
-	go func() { done <- mgr.Start(ctx) }()
-	defer func() { cancel(); <-done }()
+}
 
-	cfg := &snsv1alpha1.CallbackConfig{
-		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "app"},
-		Spec: snsv1alpha1.CallbackConfigSpec{SDKAppID: "1400000001", Cleanup: []snsv1alpha1.CleanupStep{
-			{Name: "purge", Job: &batchv1.JobTemplateSpec{Spec: batchv1.JobSpec{Template: corev1.PodTemplateSpec{Spec: corev1.PodSpec{
-				Containers: []corev1.Container{{Name: "c", Image: "busybox"}},
-			}}}}},
-			{Name: audit.StepName, External: &snsv1alpha1.ExternalStep{Deadline: &metav1.Duration{Duration: 5 * time.Minute}}},
-		}},
-	}
-	fd := &snsv1alpha1.FriendDeletion{
+// newFriendDeletion is a two-pair FriendDeletion of config "app".
+func newFriendDeletion(ns string) *snsv1alpha1.FriendDeletion {
+	return &snsv1alpha1.FriendDeletion{
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "fd1"},
 		Spec: snsv1alpha1.FriendDeletionSpec{
 			ConfigName: "app", SDKAppID: "1400000001", PairCount: 2,
@@ -75,8 +51,30 @@ func TestAuditStep(t *testing.T) {
 			ClientIP: "203.0.113.7", OptPlatform: "Android", ReceivedAt: metav1.Now(),
 		},
 	}
+}
+
+func auditStep() snsv1alpha1.CleanupStep {
+	return snsv1alpha1.CleanupStep{Name: audit.StepName, External: &snsv1alpha1.ExternalStep{Deadline: &metav1.Duration{Duration: 5 * time.Minute}}}
+}
+
+// TestAuditStep runs a config whose second step is "audit".
+func TestAuditStep(t *testing.T) {
+	g := gt(t)
+	ns := env.Namespace(t)
+	startOperator(t, ns)
+	ctx := t.Context()
+
+	cfg := &snsv1alpha1.CallbackConfig{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "app"},
+		Spec: snsv1alpha1.CallbackConfigSpec{SDKAppID: "1400000001", Cleanup: []snsv1alpha1.CleanupStep{
+			{Name: "purge", Job: &batchv1.JobTemplateSpec{Spec: batchv1.JobSpec{Template: corev1.PodTemplateSpec{Spec: corev1.PodSpec{
+				Containers: []corev1.Container{{Name: "c", Image: "busybox"}},
+			}}}}},
+			auditStep(),
+		}},
+	}
 	g.Expect(env.Client.Create(ctx, cfg)).To(Succeed())
-	g.Expect(env.Client.Create(ctx, fd)).To(Succeed())
+	g.Expect(env.Client.Create(ctx, newFriendDeletion(ns))).To(Succeed())
 
 	// The audit step waits for the job step before it.
 	job := &batchv1.Job{}
@@ -106,4 +104,35 @@ func TestAuditStep(t *testing.T) {
 	g.Expect(cm.Data[audit.RecordKey]).To(ContainSubstring("alice\tbob\nalice\tcarol\n"))
 	g.Expect(cm.Data[audit.RecordKey]).To(ContainSubstring("optPlatform=Android"))
 	g.Expect(cm.OwnerReferences).To(ConsistOf(HaveField("Name", "fd1")))
+}
+
+// TestAuditStepFailsOnSomeoneElsesConfigMap: a ConfigMap of the record's
+// name without the operator's label is invisible to the manager's cache;
+// the example reads it from the API server and fails the step instead of
+// retrying for ever.
+func TestAuditStepFailsOnSomeoneElsesConfigMap(t *testing.T) {
+	g := gt(t)
+	ns := env.Namespace(t)
+	ctx := t.Context()
+	theirs := &corev1.ConfigMap{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "fd1-audit"},
+		Data:       map[string]string{"owner": "another team"},
+	}
+	g.Expect(env.Client.Create(ctx, theirs)).To(Succeed())
+	startOperator(t, ns)
+	g.Expect(env.Client.Create(ctx, &snsv1alpha1.CallbackConfig{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "app"},
+		Spec:       snsv1alpha1.CallbackConfigSpec{SDKAppID: "1400000001", Cleanup: []snsv1alpha1.CleanupStep{auditStep()}},
+	})).To(Succeed())
+	g.Expect(env.Client.Create(ctx, newFriendDeletion(ns))).To(Succeed())
+
+	g.Eventually(func(g Gomega) {
+		got := &snsv1alpha1.FriendDeletion{}
+		g.Expect(env.Client.Get(ctx, types.NamespacedName{Namespace: ns, Name: "fd1"}, got)).To(Succeed())
+		g.Expect(got.Status.Phase).To(Equal(snsv1alpha1.PhaseFailed))
+		g.Expect(got.Status.Steps[0].Message).To(Equal("ConfigMap fd1-audit exists and is not this FriendDeletion's audit record."))
+	}).Should(Succeed())
+	got := &corev1.ConfigMap{}
+	g.Expect(env.Client.Get(ctx, types.NamespacedName{Namespace: ns, Name: "fd1-audit"}, got)).To(Succeed())
+	g.Expect(got.Data).To(Equal(map[string]string{"owner": "another team"}))
 }

@@ -1,13 +1,27 @@
-// Package testenv starts the real kube-apiserver and etcd that the project's
-// envtest suites run against, with the project's CRDs installed.
+// Package testenv starts a real kube-apiserver and etcd with the
+// operator's CRDs installed, for tests of the operator and of reconcilers
+// written for it in other modules:
 //
-// The binaries come from hack/build-control-plane.sh (run by `make test`).
-// KUBEBUILDER_ASSETS, or else K8S_ASSETS, names their folder.
+//	var env *testenv.Env
+//
+//	func TestMain(m *testing.M) { testenv.Run(m, func(e *testenv.Env) { env = e }) }
+//
+//	func TestMyStep(t *testing.T) {
+//		ns := env.Namespace(t)
+//		... // run the operator with manager.Run(ctx, opts, mystep.SetupWithManager)
+//	}
+//
+// The binaries are not downloaded: KUBEBUILDER_ASSETS (or K8S_ASSETS) names
+// a folder holding kube-apiserver and etcd, such as the one the operator's
+// `make envtest-assets` builds into
+// ~/.local/share/friend-deletion-operator/k8s/<version>.
 package testenv
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -16,14 +30,17 @@ import (
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
+	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	apiruntime "k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	"sigs.k8s.io/yaml"
 
 	snsv1alpha1 "github.com/imcallback/friend-deletion-operator/api/v1alpha1"
+	"github.com/imcallback/friend-deletion-operator/config/crd"
 )
 
 // Env is a running control plane.
@@ -38,7 +55,9 @@ type Env struct {
 	Scheme *apiruntime.Scheme
 }
 
-// RepoRoot is the repository's top folder.
+// RepoRoot is the top folder of the operator's module source as compiled:
+// the repository when built from a clone (the repository's own tools and
+// tests use it), the module cache's copy otherwise.
 func RepoRoot() string {
 	_, file, _, _ := runtime.Caller(0)
 	return filepath.Join(filepath.Dir(file), "..", "..")
@@ -56,26 +75,30 @@ func Scheme() *apiruntime.Scheme {
 	return s
 }
 
-// Start starts etcd and kube-apiserver and installs the CRDs from
-// config/crd/bases. Call Stop when done, usually from TestMain.
+// Start starts etcd and kube-apiserver and installs the operator's CRDs
+// (compiled in from config/crd/bases). Call Stop when done, usually from
+// TestMain; Run does both.
 func Start(opts ...Option) (*Env, error) {
 	assets := os.Getenv("KUBEBUILDER_ASSETS")
 	if assets == "" {
 		assets = os.Getenv("K8S_ASSETS")
 	}
 	if assets == "" {
-		return nil, fmt.Errorf("KUBEBUILDER_ASSETS is not set: run the tests with `make test`, which builds kube-apiserver and etcd and sets it")
+		return nil, fmt.Errorf("KUBEBUILDER_ASSETS is not set: set it to a folder holding kube-apiserver and etcd (in the operator's repository, `make test` builds them and sets it)")
 	}
 	for _, bin := range []string{"kube-apiserver", "etcd"} {
 		if _, err := os.Stat(filepath.Join(assets, bin)); err != nil {
 			return nil, fmt.Errorf("%s is missing from %s: run `make envtest-assets` to build it", bin, assets)
 		}
 	}
+	crds, err := CRDs()
+	if err != nil {
+		return nil, err
+	}
 	s := Scheme()
 	env := &envtest.Environment{
 		BinaryAssetsDirectory: assets,
-		CRDDirectoryPaths:     []string{filepath.Join(RepoRoot(), "config", "crd", "bases")},
-		ErrorIfCRDPathMissing: true,
+		CRDs:                  crds,
 		Scheme:                s,
 	}
 	for _, o := range opts {
@@ -154,4 +177,48 @@ func (e *Env) Kubectl(t testing.TB, args ...string) (string, error) {
 	}
 	out, err := exec.CommandContext(t.Context(), bin, append([]string{"--kubeconfig", kubeconfig}, args...)...).CombinedOutput()
 	return string(out), err
+}
+
+// CRDs returns the operator's CustomResourceDefinitions.
+func CRDs() ([]*apiextensionsv1.CustomResourceDefinition, error) {
+	files, err := fs.Glob(crd.Bases, "bases/*.yaml")
+	if err != nil {
+		return nil, err
+	}
+	var out []*apiextensionsv1.CustomResourceDefinition
+	for _, f := range files {
+		data, err := crd.Bases.ReadFile(f)
+		if err != nil {
+			return nil, err
+		}
+		c := &apiextensionsv1.CustomResourceDefinition{}
+		if err := yaml.UnmarshalStrict(bytes.TrimSpace(data), c); err != nil {
+			return nil, fmt.Errorf("reading CRD %s: %w", f, err)
+		}
+		out = append(out, c)
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("no CRDs compiled in from config/crd/bases")
+	}
+	return out, nil
+}
+
+// Go runs run in the background until the test ends, then cancels its
+// context, waits for it to return and fails the test if it returned an
+// error. Start the operator with it:
+//
+//	testenv.Go(t, func(ctx context.Context) error {
+//		return manager.Run(ctx, manager.TestOptions(env.Config, ns), mystep.SetupWithManager)
+//	})
+func Go(t testing.TB, run func(ctx context.Context) error) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("stopped with an error: %v", err)
+		}
+	})
 }
