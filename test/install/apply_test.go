@@ -213,8 +213,12 @@ func checkIdentity(t *testing.T, id identity) {
 	if !id.leases {
 		refuse = append(refuse, authorizationv1.ResourceAttributes{Namespace: id.ns, Group: leaderElection, Resource: "leases", Verb: "update"})
 	}
-	// Leader election needs Leases in the controllers' own namespace only.
-	refuse = append(refuse, authorizationv1.ResourceAttributes{Namespace: "default", Group: leaderElection, Resource: "leases", Verb: "update"})
+	// Leader election needs Leases in the controllers' own namespace only,
+	// and there only get, create and update.
+	refuse = append(refuse,
+		authorizationv1.ResourceAttributes{Namespace: "default", Group: leaderElection, Resource: "leases", Verb: "update"},
+		authorizationv1.ResourceAttributes{Namespace: id.ns, Group: leaderElection, Resource: "leases", Verb: "delete"},
+		authorizationv1.ResourceAttributes{Namespace: id.ns, Group: leaderElection, Resource: "leases", Verb: "list"})
 	for _, attrs := range refuse {
 		if allowed(t, id.ns, id.sa, attrs) {
 			t.Errorf("%s/%s may %s %s/%s/%s (namespace %q), which its role does not say", id.ns, id.sa, attrs.Verb, attrs.Group, attrs.Resource, attrs.Subresource, attrs.Namespace)

@@ -106,8 +106,8 @@ func TestBundleContents(t *testing.T) {
 	}
 
 	le := get[rbacv1.Role](t, objs, "Role", "friend-deletion-operator-leader-election-role")
-	if !grants(le.Rules, leaderElection, "leases", "create") || !grants(le.Rules, leaderElection, "leases", "update") {
-		t.Errorf("leader-election Role does not grant creating and updating Leases: %+v", le.Rules)
+	if !reflect.DeepEqual(le.Rules, leaderElectionRules) {
+		t.Errorf("leader-election Role rules = %+v, want exactly %+v", le.Rules, leaderElectionRules)
 	}
 	rb := get[rbacv1.RoleBinding](t, objs, "RoleBinding", "friend-deletion-operator-leader-election-rolebinding")
 	checkBinding(t, rb.RoleRef, rb.Subjects, "Role", le.Name, bundleNS, bundleSA)

@@ -204,8 +204,8 @@ func checkChartRBAC(t *testing.T, objs manifests, ns string, watchNamespaces []s
 	if le.Namespace != ns {
 		t.Errorf("leader-election Role is in %q, want %q", le.Namespace, ns)
 	}
-	if !grants(le.Rules, leaderElection, "leases", "create") || !grants(le.Rules, leaderElection, "leases", "update") {
-		t.Errorf("leader-election Role does not grant creating and updating Leases: %+v", le.Rules)
+	if !reflect.DeepEqual(le.Rules, leaderElectionRules) {
+		t.Errorf("leader-election Role rules = %+v, want exactly %+v", le.Rules, leaderElectionRules)
 	}
 	rb := get[rbacv1.RoleBinding](t, objs, "RoleBinding", release+"-leader-election")
 	checkBinding(t, rb.RoleRef, rb.Subjects, "Role", le.Name, ns, ctrlsSA)
@@ -306,16 +306,6 @@ func sameSet(a, b []string) bool {
 		}
 	}
 	return true
-}
-
-// grants reports whether rules allow verb on group/resource.
-func grants(rules []rbacv1.PolicyRule, group, resource, verb string) bool {
-	for _, r := range rules {
-		if contains(r.APIGroups, group) && contains(r.Resources, resource) && (contains(r.Verbs, verb) || contains(r.Verbs, "*")) {
-			return true
-		}
-	}
-	return false
 }
 
 func contains(list []string, s string) bool {

@@ -184,6 +184,16 @@ func generatedRulesOf(t *testing.T, file string) []rbacv1.PolicyRule {
 	return role.Rules
 }
 
+// leaderElectionRules are what the controllers' leader election uses, and
+// all the leader-election Role may grant: client-go's LeaseLock gets,
+// creates and updates its Lease, and the leader's Events are core Events.
+// The RBAC markers cannot say this (they make cluster-wide rules), so the
+// Role is written by hand and held to these rules here.
+var leaderElectionRules = []rbacv1.PolicyRule{
+	{APIGroups: []string{leaderElection}, Resources: []string{"leases"}, Verbs: []string{"get", "create", "update"}},
+	{APIGroups: []string{""}, Resources: []string{"events"}, Verbs: []string{"create", "patch"}},
+}
+
 // containerPort returns the port number of the named container port.
 func containerPort(c corev1.Container, name string) int32 {
 	for _, p := range c.Ports {
