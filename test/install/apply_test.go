@@ -253,6 +253,31 @@ func TestServiceAccountPermissions(t *testing.T) {
 		apply(t, writeTemp(t, "chart.yaml", mustHelmTemplate(t, ns)))
 		check(t, ns, release+"-controllers", release+"-receiver", nil)
 	})
+	t.Run("Helm chart naming the token Secrets", func(t *testing.T) {
+		ns, chat := env.Namespace(t), env.Namespace(t)
+		apply(t, writeTemp(t, "chart.yaml", mustHelmTemplate(t, ns,
+			"--set", "receiver.tokenSecrets[0].namespace="+chat+",receiver.tokenSecrets[0].name=im-token")))
+		recvSA := release + "-receiver"
+		var withoutSecrets []rbacv1.PolicyRule
+		for _, r := range recvRules {
+			if !contains(r.Resources, "secrets") {
+				withoutSecrets = append(withoutSecrets, r)
+			}
+		}
+		checkIdentity(t, identity{ns: ns, sa: recvSA, own: withoutSecrets, others: [][]rbacv1.PolicyRule{ctrlsRules}})
+		token := authorizationv1.ResourceAttributes{Namespace: chat, Resource: "secrets", Name: "im-token", Verb: "get"}
+		waitForBindings(t, ns, recvSA, []authorizationv1.ResourceAttributes{token})
+		for _, attrs := range []authorizationv1.ResourceAttributes{
+			{Namespace: chat, Resource: "secrets", Name: "other", Verb: "get"},
+			{Namespace: chat, Resource: "secrets", Verb: "get"},
+			{Namespace: ns, Resource: "secrets", Name: "im-token", Verb: "get"},
+			{Namespace: chat, Resource: "secrets", Name: "im-token", Verb: "list"},
+		} {
+			if allowed(t, ns, recvSA, attrs) {
+				t.Errorf("the receiver may %s Secret %q in %s; it should read only %s/im-token", attrs.Verb, attrs.Name, attrs.Namespace, chat)
+			}
+		}
+	})
 	t.Run("Helm chart watching two namespaces", func(t *testing.T) {
 		ns, a, b := env.Namespace(t), env.Namespace(t), env.Namespace(t)
 		apply(t, writeTemp(t, "chart.yaml", mustHelmTemplate(t, ns, "--set", "watchNamespaces={"+a+","+b+"}")))
