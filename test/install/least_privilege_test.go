@@ -69,6 +69,125 @@ func TestRolesRunWithInstalledPermissions(t *testing.T) {
 	)
 
 	ns := env.Namespace(t)
+	callbackURL, cfg := callbackToSucceeded(t, receiverAddr, ns)
+
+	// A deletion of many pairs (over controllers.InlinePairsLimit as JSON)
+	// gets its pairs file from a ConfigMap, also owned by the FriendDeletion.
+	var pairs []string
+	for i := range 200 {
+		pairs = append(pairs, fmt.Sprintf(`{"From_Account":"id","To_Account":"friend-%03d"}`, i))
+	}
+	body := `{"CallbackCommand":"Sns.CallbackFriendDelete","PairList":[` + strings.Join(pairs, ",") + `]}`
+	g.Eventually(func(g Gomega) {
+		resp, err := http.Post(callbackURL, "application/json", strings.NewReader(body))
+		g.Expect(err).NotTo(HaveOccurred())
+		defer resp.Body.Close()
+		g.Expect(resp.StatusCode).To(Equal(http.StatusOK))
+	}).WithTimeout(time.Minute).WithPolling(200 * time.Millisecond).Should(Succeed())
+	g.Eventually(func(g Gomega) {
+		var cms corev1.ConfigMapList
+		g.Expect(env.Client.List(t.Context(), &cms, client.InNamespace(ns), client.HasLabels{snsv1alpha1.LabelFriendDeletion})).To(Succeed())
+		g.Expect(cms.Items).To(HaveLen(1))
+		g.Expect(cms.Items[0].OwnerReferences).To(ConsistOf(HaveField("Kind", "FriendDeletion")))
+		var jobs batchv1.JobList
+		g.Expect(env.Client.List(t.Context(), &jobs, client.InNamespace(ns))).To(Succeed())
+		g.Expect(jobs.Items).To(HaveLen(2))
+	}).WithTimeout(time.Minute).WithPolling(100 * time.Millisecond).Should(Succeed())
+
+	// The receiver's batched counters reach the config's status too.
+	g.Eventually(func(g Gomega) {
+		got := &snsv1alpha1.CallbackConfig{}
+		g.Expect(env.Client.Get(t.Context(), client.ObjectKeyFromObject(cfg), got)).To(Succeed())
+		g.Expect(got.Status.AcceptedCallbacks).To(BeNumerically(">=", 2))
+	}).WithTimeout(time.Minute).WithPolling(100 * time.Millisecond).Should(Succeed())
+
+	// The controllers hold the leader-election Lease; the receiver elects
+	// no leader (and may not read Leases).
+	lease := &coordinationv1.Lease{}
+	g.Expect(env.Client.Get(t.Context(), client.ObjectKey{Namespace: bundleNS, Name: "least-privilege-test"}, lease)).To(Succeed())
+	g.Expect(lease.Spec.HolderIdentity).NotTo(BeNil())
+
+	// Authenticated metrics, on both roles: no token is 401, a token whose
+	// ServiceAccount is not bound to metrics-reader is 403, a bound one is
+	// served.
+	scraper, stranger := env.Namespace(t), env.Namespace(t)
+	allowedToken := serviceAccountToken(t, scraper, "prometheus")
+	strangerToken := serviceAccountToken(t, stranger, "prometheus")
+	crb := &rbacv1.ClusterRoleBinding{
+		ObjectMeta: metav1.ObjectMeta{GenerateName: "metrics-reader-"},
+		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: "friend-deletion-operator-metrics-reader"},
+		Subjects:   []rbacv1.Subject{{Kind: "ServiceAccount", Namespace: scraper, Name: "prometheus"}},
+	}
+	g.Expect(env.Client.Create(t.Context(), crb)).To(Succeed())
+	t.Cleanup(func() { _ = env.Client.Delete(context.Background(), crb) })
+	waitForMetricsReader(t, scraper, "prometheus")
+	for name, addr := range map[string]string{"controllers": controllersMetrics, "receiver": receiverMetrics} {
+		t.Run("metrics of the "+name, func(t *testing.T) {
+			g := NewWithT(t)
+			g.Eventually(func(g Gomega) {
+				code, _ := scrape(g, addr, "")
+				g.Expect(code).To(Equal(http.StatusUnauthorized))
+			}).WithTimeout(time.Minute).WithPolling(200 * time.Millisecond).Should(Succeed())
+			code, _ := scrape(g, addr, strangerToken)
+			g.Expect(code).To(Equal(http.StatusForbidden))
+			code, metrics := scrape(g, addr, allowedToken)
+			g.Expect(code).To(Equal(http.StatusOK))
+			want := "controller_runtime_reconcile_total"
+			if name == "receiver" {
+				want = "callbacks_total"
+			}
+			g.Expect(metrics).To(ContainSubstring(want))
+		})
+	}
+
+	// Every permission the two processes used was granted: no request of
+	// theirs was refused, in the foreground or by an informer retrying.
+	for _, p := range []*managerProcess{receiver, controllers} {
+		g.Expect(p.log()).NotTo(ContainSubstring("forbidden"), "the %s process was refused a request", p.name)
+	}
+}
+
+// TestRolesRunWatchingNamespaces installs the Helm chart with
+// watchNamespaces, so both identities hold Roles in one namespace and no
+// ClusterRole but the metrics-auth one, and runs the binary in both roles
+// with --watch-namespaces as their ServiceAccounts: a callback in the
+// watched namespace goes through to Succeeded with nothing refused.
+func TestRolesRunWatchingNamespaces(t *testing.T) {
+	g := NewWithT(t)
+	release, watched := env.Namespace(t), env.Namespace(t)
+	apply(t, writeTemp(t, "chart.yaml", mustHelmTemplate(t, release, "--set", "watchNamespaces={"+watched+"}")))
+	bin := managerBinary(t)
+
+	receiverAddr := freeLoopbackAddr(t)
+	receiver := startManager(t, bin, "receiver", kubeconfigAs(t, release, chartReceiver),
+		"--role=receiver",
+		"--watch-namespaces="+watched,
+		"--receiver-bind-address="+receiverAddr,
+		"--metrics-bind-address=0",
+		"--health-probe-bind-address=0",
+	)
+	controllers := startManager(t, bin, "controllers", kubeconfigAs(t, release, chartControllers),
+		"--role=controllers",
+		"--watch-namespaces="+watched,
+		"--leader-elect",
+		"--leader-election-namespace="+release,
+		"--metrics-bind-address=0",
+		"--health-probe-bind-address=0",
+	)
+	callbackToSucceeded(t, receiverAddr, watched)
+	for _, p := range []*managerProcess{receiver, controllers} {
+		g.Expect(p.log()).NotTo(ContainSubstring("forbidden"), "the %s process was refused a request", p.name)
+	}
+}
+
+// callbackToSucceeded creates a token Secret and a CallbackConfig with one
+// job step in ns, waits for the config to be Ready, sends a signed callback
+// to the receiver at receiverAddr, plays the Job controller, and waits for
+// the FriendDeletion to reach Succeeded. It returns the callback URL and
+// the config.
+func callbackToSucceeded(t *testing.T, receiverAddr, ns string) (string, *snsv1alpha1.CallbackConfig) {
+	t.Helper()
+	g := NewWithT(t)
 	const token = "least-privilege-token"
 	g.Expect(env.Client.Create(t.Context(), &corev1.Secret{
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "im-token"},
@@ -139,80 +258,7 @@ func TestRolesRunWithInstalledPermissions(t *testing.T) {
 		g.Expect(fd.Status.Phase).To(Equal(snsv1alpha1.PhaseSucceeded))
 	}).WithTimeout(time.Minute).WithPolling(100 * time.Millisecond).Should(Succeed())
 
-	// A deletion of many pairs (over controllers.InlinePairsLimit as JSON)
-	// gets its pairs file from a ConfigMap, also owned by the FriendDeletion.
-	var pairs []string
-	for i := range 200 {
-		pairs = append(pairs, fmt.Sprintf(`{"From_Account":"id","To_Account":"friend-%03d"}`, i))
-	}
-	body = `{"CallbackCommand":"Sns.CallbackFriendDelete","PairList":[` + strings.Join(pairs, ",") + `]}`
-	g.Eventually(func(g Gomega) {
-		resp, err := http.Post(callbackURL, "application/json", strings.NewReader(body))
-		g.Expect(err).NotTo(HaveOccurred())
-		defer resp.Body.Close()
-		g.Expect(resp.StatusCode).To(Equal(http.StatusOK))
-	}).WithTimeout(time.Minute).WithPolling(200 * time.Millisecond).Should(Succeed())
-	g.Eventually(func(g Gomega) {
-		var cms corev1.ConfigMapList
-		g.Expect(env.Client.List(t.Context(), &cms, client.InNamespace(ns), client.HasLabels{snsv1alpha1.LabelFriendDeletion})).To(Succeed())
-		g.Expect(cms.Items).To(HaveLen(1))
-		g.Expect(cms.Items[0].OwnerReferences).To(ConsistOf(HaveField("Kind", "FriendDeletion")))
-		var jobs batchv1.JobList
-		g.Expect(env.Client.List(t.Context(), &jobs, client.InNamespace(ns))).To(Succeed())
-		g.Expect(jobs.Items).To(HaveLen(2))
-	}).WithTimeout(time.Minute).WithPolling(100 * time.Millisecond).Should(Succeed())
-
-	// The receiver's batched counters reach the config's status too.
-	g.Eventually(func(g Gomega) {
-		got := &snsv1alpha1.CallbackConfig{}
-		g.Expect(env.Client.Get(t.Context(), client.ObjectKeyFromObject(cfg), got)).To(Succeed())
-		g.Expect(got.Status.AcceptedCallbacks).To(BeNumerically(">=", 2))
-	}).WithTimeout(time.Minute).WithPolling(100 * time.Millisecond).Should(Succeed())
-
-	// The controllers hold the leader-election Lease; the receiver elects
-	// no leader (and may not read Leases).
-	lease := &coordinationv1.Lease{}
-	g.Expect(env.Client.Get(t.Context(), client.ObjectKey{Namespace: bundleNS, Name: "least-privilege-test"}, lease)).To(Succeed())
-	g.Expect(lease.Spec.HolderIdentity).NotTo(BeNil())
-
-	// Authenticated metrics, on both roles: no token is 401, a token whose
-	// ServiceAccount is not bound to metrics-reader is 403, a bound one is
-	// served.
-	scraper, stranger := env.Namespace(t), env.Namespace(t)
-	allowedToken := serviceAccountToken(t, scraper, "prometheus")
-	strangerToken := serviceAccountToken(t, stranger, "prometheus")
-	crb := &rbacv1.ClusterRoleBinding{
-		ObjectMeta: metav1.ObjectMeta{GenerateName: "metrics-reader-"},
-		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: "friend-deletion-operator-metrics-reader"},
-		Subjects:   []rbacv1.Subject{{Kind: "ServiceAccount", Namespace: scraper, Name: "prometheus"}},
-	}
-	g.Expect(env.Client.Create(t.Context(), crb)).To(Succeed())
-	t.Cleanup(func() { _ = env.Client.Delete(context.Background(), crb) })
-	waitForMetricsReader(t, scraper, "prometheus")
-	for name, addr := range map[string]string{"controllers": controllersMetrics, "receiver": receiverMetrics} {
-		t.Run("metrics of the "+name, func(t *testing.T) {
-			g := NewWithT(t)
-			g.Eventually(func(g Gomega) {
-				code, _ := scrape(g, addr, "")
-				g.Expect(code).To(Equal(http.StatusUnauthorized))
-			}).WithTimeout(time.Minute).WithPolling(200 * time.Millisecond).Should(Succeed())
-			code, _ := scrape(g, addr, strangerToken)
-			g.Expect(code).To(Equal(http.StatusForbidden))
-			code, metrics := scrape(g, addr, allowedToken)
-			g.Expect(code).To(Equal(http.StatusOK))
-			want := "controller_runtime_reconcile_total"
-			if name == "receiver" {
-				want = "callbacks_total"
-			}
-			g.Expect(metrics).To(ContainSubstring(want))
-		})
-	}
-
-	// Every permission the two processes used was granted: no request of
-	// theirs was refused, in the foreground or by an informer retrying.
-	for _, p := range []*managerProcess{receiver, controllers} {
-		g.Expect(p.log()).NotTo(ContainSubstring("forbidden"), "the %s process was refused a request", p.name)
-	}
+	return callbackURL, cfg
 }
 
 // scrape GETs /metrics over HTTPS (the pods' certificate is self-signed)
