@@ -39,10 +39,15 @@ generate: $(CONTROLLER_GEN) ## Generate deepcopy code.
 	$(CONTROLLER_GEN) object:headerFile=hack/boilerplate.go.txt paths=./api/...
 
 .PHONY: manifests
-manifests: $(CONTROLLER_GEN) ## Generate CRDs and RBAC.
-	$(CONTROLLER_GEN) crd:generateEmbeddedObjectMeta=true rbac:roleName=manager-role \
-		paths=./... \
-		output:crd:artifacts:config=config/crd/bases output:rbac:artifacts:config=config/rbac
+# Each role is generated from the +kubebuilder:rbac markers of the code that
+# runs with it (controller-gen makes one role per run): the controllers'
+# (config/rbac/role.yaml), the callback receiver's, and the one both need to
+# check who scrapes their metrics.
+manifests: $(CONTROLLER_GEN) ## Generate CRDs and RBAC roles.
+	$(CONTROLLER_GEN) crd:generateEmbeddedObjectMeta=true paths=./api/... output:crd:artifacts:config=config/crd/bases
+	$(CONTROLLER_GEN) rbac:roleName=manager-role paths=./controllers/... output:rbac:artifacts:config=config/rbac
+	$(CONTROLLER_GEN) rbac:roleName=receiver-role paths=./webhook/... output:rbac:stdout > config/rbac/receiver_role.yaml
+	$(CONTROLLER_GEN) rbac:roleName=metrics-auth-role paths=./internal/metricsauth/... output:rbac:stdout > config/rbac/metrics_auth_role.yaml
 	go run ./hack/crdtrim config/crd/bases/sns.imcallback.io_callbackconfigs.yaml spec.cleanup.job.spec
 
 .PHONY: fmt

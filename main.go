@@ -1,7 +1,8 @@
 // Command manager runs the friend-deletion-operator: the callback receiver,
 // which turns Tencent Cloud IM Sns.CallbackFriendDelete callbacks into
 // FriendDeletion objects on every replica, and the controllers, which run each
-// FriendDeletion's cleanup steps on the elected leader.
+// FriendDeletion's cleanup steps on the elected leader. --role chooses which
+// of the two a process runs (see controllers/manager).
 //
 // It is a thin caller of controllers/manager, which a team that writes its
 // own cleanup step reconciler calls the same way from its own module.
@@ -9,6 +10,7 @@ package main
 
 import (
 	"flag"
+	"fmt"
 	"os"
 
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -27,12 +29,30 @@ func main() {
 	flag.Parse()
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)))
 
-	var setups []manager.Setup
-	if *enableExample {
-		setups = append(setups, audit.SetupWithManager)
-	}
-	if err := manager.Run(ctrl.SetupSignalHandler(), opts, setups...); err != nil {
+	if err := run(opts, *enableExample); err != nil {
 		ctrl.Log.Error(err, "manager stopped")
 		os.Exit(1)
 	}
+}
+
+func run(opts manager.Options, enableExample bool) error {
+	if err := validate(opts, enableExample); err != nil {
+		return err
+	}
+	var setups []manager.Setup
+	if enableExample {
+		setups = append(setups, audit.SetupWithManager)
+	}
+	return manager.Run(ctrl.SetupSignalHandler(), opts, setups...)
+}
+
+// validate reports a flag combination that cannot work.
+func validate(opts manager.Options, enableExample bool) error {
+	if err := opts.Validate(); err != nil {
+		return err
+	}
+	if enableExample && !opts.RunsControllers() {
+		return fmt.Errorf("--enable-example-reconciler needs --role=controllers or all")
+	}
+	return nil
 }

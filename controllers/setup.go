@@ -34,11 +34,17 @@ import (
 	snsv1alpha1 "github.com/imcallback/friend-deletion-operator/api/v1alpha1"
 )
 
+// The controllers' permissions, generated into config/rbac/role.yaml
+// (`make manifests`, paths=./controllers/...). The callback receiver's are
+// generated apart, from webhook/. frienddeletions/finalizers update is what
+// OwnerReferencesPermissionEnforcement asks of a controller reference on a
+// Job or ConfigMap; status is only ever patched.
+//
 // +kubebuilder:rbac:groups=sns.imcallback.io,resources=frienddeletions,verbs=get;list;watch;delete
-// +kubebuilder:rbac:groups=sns.imcallback.io,resources=frienddeletions/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups=sns.imcallback.io,resources=frienddeletions/status,verbs=patch
 // +kubebuilder:rbac:groups=sns.imcallback.io,resources=frienddeletions/finalizers,verbs=update
 // +kubebuilder:rbac:groups=sns.imcallback.io,resources=callbackconfigs,verbs=get;list;watch
-// +kubebuilder:rbac:groups=sns.imcallback.io,resources=callbackconfigs/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups=sns.imcallback.io,resources=callbackconfigs/status,verbs=patch
 // +kubebuilder:rbac:groups=batch,resources=jobs,verbs=get;list;watch;create
 // +kubebuilder:rbac:groups="",resources=configmaps,verbs=get;list;watch;create
 // +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch

@@ -282,7 +282,7 @@ type call struct {
 	// rawQuery, when set, is sent as the query string instead of query.
 	rawQuery string
 	body     string
-	header http.Header
+	header   http.Header
 	// chunked sends the body without Content-Length.
 	chunked bool
 }

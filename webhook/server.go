@@ -58,8 +58,9 @@ func (r *readiness) check() error { return *r.err.Load() }
 type server struct {
 	opts    Options
 	handler http.Handler
-	// informers, when set, are warmed up for CallbackConfigs and Secrets
-	// before the port opens, so that the first callback does not wait.
+	// informers, when set, are warmed up for CallbackConfigs before the
+	// port opens, so that the first callback does not wait. Secrets are not
+	// watched: see polledSecretMetadata.
 	informers cache.Informers
 	ready     *readiness
 	log       logr.Logger
@@ -90,7 +91,7 @@ func (s *server) Start(ctx context.Context) error {
 	defer close(s.done)
 	if s.informers != nil {
 		s.ready.set(errors.New("callback receiver is waiting for its caches to sync"))
-		for _, obj := range []client.Object{&snsv1alpha1.CallbackConfig{}, secretMetadata()} {
+		for _, obj := range []client.Object{&snsv1alpha1.CallbackConfig{}} {
 			if _, err := s.informers.GetInformer(ctx, obj); err != nil {
 				return fmt.Errorf("warming the cache for %T: %w", obj, err)
 			}

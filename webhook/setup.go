@@ -21,10 +21,18 @@ const ReadyzCheckName = "callback-receiver"
 // priority-and-fairness matching.
 const userAgent = "friend-deletion-operator/callback-receiver"
 
+// The receiver's permissions, generated into config/rbac/receiver_role.yaml
+// (`make manifests`, paths=./webhook/...). They are all it needs when it
+// runs alone (--role=receiver): it reads CallbackConfigs from its cache and,
+// for the status counters, from the API server; it patches their status; it
+// creates FriendDeletions; and it reads token Secrets by name, with get and
+// nothing else (see polledSecretMetadata), so it can neither list Secrets
+// nor read one whose name it was not given.
+//
 // +kubebuilder:rbac:groups=sns.imcallback.io,resources=callbackconfigs,verbs=get;list;watch
-// +kubebuilder:rbac:groups=sns.imcallback.io,resources=callbackconfigs/status,verbs=get;patch
+// +kubebuilder:rbac:groups=sns.imcallback.io,resources=callbackconfigs/status,verbs=patch
 // +kubebuilder:rbac:groups=sns.imcallback.io,resources=frienddeletions,verbs=create
-// +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch
+// +kubebuilder:rbac:groups="",resources=secrets,verbs=get
 
 // SetupWithManager adds the callback receiver to mgr: the HTTP server, which
 // runs on every replica without leader election, and the flusher that writes
@@ -64,7 +72,7 @@ func setup(mgr ctrl.Manager, opts Options, reg prometheus.Registerer) (*parts, e
 	counts := newCounters()
 	r := &Receiver{
 		reader:   mgr.GetClient(),
-		secrets:  newTokenSecrets(mgr.GetCache(), mgr.GetAPIReader()),
+		secrets:  newTokenSecrets(newPolledSecretMetadata(mgr.GetAPIReader(), tokenSecretPollInterval, clock.RealClock{}), mgr.GetAPIReader()),
 		store:    &store{client: writer, metrics: m},
 		rules:    rules{trustForwardedFor: opts.TrustForwardedFor},
 		maxBody:  opts.MaxBodyBytes,

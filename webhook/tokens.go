@@ -13,11 +13,9 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 )
 
-// secretMetadata is the object the manager's cache keeps of every Secret:
-// metadata only, so that a cluster's many large Secrets (Helm releases,
-// certificates) cost the operator little memory and no token but the ones
-// it uses ever sits in its heap. The CallbackConfig reconciler watches the
-// same informer.
+// secretMetadata is the object the receiver reads a Secret's version
+// through: metadata only, so that no token but the ones it uses ever sits
+// in its heap.
 func secretMetadata() *metav1.PartialObjectMetadata {
 	m := &metav1.PartialObjectMetadata{}
 	m.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Secret"))
@@ -25,12 +23,13 @@ func secretMetadata() *metav1.PartialObjectMetadata {
 }
 
 // tokenSecrets reads the Secrets that hold callback tokens. It keeps a copy
-// of each Secret it was asked for, and checks it against the cached metadata
-// on every read: a copy whose resourceVersion is no longer the Secret's is
-// read again from the API server, so a rotated token takes effect as soon
-// as the watch delivers the change, as with a full Secret informer.
+// of each Secret it was asked for, and checks it against the Secret's
+// metadata on every read: a copy whose resourceVersion is no longer the
+// Secret's is read again from the API server, so a rotated token takes
+// effect as soon as meta sees the change.
 type tokenSecrets struct {
-	// meta is the manager's cache, holding Secrets' metadata.
+	// meta reads Secrets' metadata: in the operator, polled by name (see
+	// polledSecretMetadata); in tests, a cache may stand in.
 	meta client.Reader
 	// direct reads from the API server.
 	direct client.Reader

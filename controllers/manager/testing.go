@@ -17,7 +17,8 @@ import (
 func TestOptions(cfg *rest.Config, namespaces ...string) Options {
 	o := DefaultOptions()
 	o.Config = cfg
-	o.Manager.Metrics.BindAddress = "0"
+	o.Metrics.BindAddress = "0"
+	o.Metrics.Secure = false
 	o.Manager.HealthProbeBindAddress = "0"
 	o.Manager.Controller.SkipNameValidation = ptr.To(true)
 	if len(namespaces) > 0 {

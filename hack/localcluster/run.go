@@ -64,7 +64,7 @@ func runOperator(ctx context.Context, args []string) error {
 	for _, a := range []struct{ what, addr string }{
 		{"the manager's callback receiver (--receiver-bind-address)", f.receiverAddr},
 		{"the manager's health probes (--health-probe-bind-address)", f.healthAddr},
-		{"the manager's metrics (--metrics-bind-address)", f.metricsAddr},
+		{"the manager's metrics (--metrics-bind-address, plain HTTP)", f.metricsAddr},
 	} {
 		if err := cluster.CheckAddrFree(a.what, a.addr); err != nil {
 			return err
@@ -175,6 +175,9 @@ func startManager(ctx context.Context, f *runFlags, kubeconfig string) (*cluster
 		"--receiver-bind-address=" + f.receiverAddr,
 		"--health-probe-bind-address=" + f.healthAddr,
 		"--metrics-bind-address=" + f.metricsAddr,
+		// Plain HTTP for development: curl it without a token. Installs
+		// serve metrics over HTTPS to authorized scrapers only.
+		"--metrics-secure=false",
 	}
 	if kubeconfig != "" {
 		args = append(args, "--kubeconfig="+kubeconfig)

@@ -3,7 +3,7 @@
 #
 #   make build-installer   render config/default into dist/install.yaml
 #   make chart-crds        copy the generated CRDs into the chart's crds/
-#   make chart-rbac        copy the generated ClusterRole into the chart
+#   make chart-rbac        copy the generated roles into the chart
 #   make helm-lint         lint the chart with default and non-default values
 #   make verify-install    regenerate everything above (make verify diffs it)
 #   make docker-build      build the image (needs a Docker engine)
@@ -54,8 +54,10 @@ chart-crds: manifests ## Copy config/crd/bases into the chart's crds/ folder.
 	cp config/crd/bases/*.yaml $(CHART)/crds/
 
 .PHONY: chart-rbac
-chart-rbac: manifests ## Copy the generated ClusterRole into the chart, which renders its rules.
+chart-rbac: manifests ## Copy the generated roles into the chart, which renders their rules.
 	cp config/rbac/role.yaml $(CHART)/files/manager-role.yaml
+	cp config/rbac/receiver_role.yaml $(CHART)/files/receiver-role.yaml
+	cp config/rbac/metrics_auth_role.yaml $(CHART)/files/metrics-auth-role.yaml
 
 .PHONY: helm-lint
 helm-lint: $(HELM) ## Lint the chart with its default values and with every option turned on.

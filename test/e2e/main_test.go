@@ -36,7 +36,8 @@ var (
 	// local is the cluster every test runs against.
 	local *cluster.Cluster
 	// manager is the operator's process.
-	manager *cluster.Process
+	// managers are the receiver's and the controllers' processes.
+	managers []*cluster.Process
 	// receiverURL is the manager's callback receiver.
 	receiverURL string
 )
@@ -78,8 +79,8 @@ func run(m *testing.M) (code int, err error) {
 	var stopErr error
 	stopAll := func() error {
 		stopOnce.Do(func() {
-			if manager != nil {
-				stopErr = manager.Stop(15 * time.Second)
+			for _, m := range managers {
+				stopErr = errors.Join(stopErr, m.Stop(15*time.Second))
 			}
 			stopErr = errors.Join(stopErr, local.Stop())
 		})
@@ -116,8 +117,10 @@ func run(m *testing.M) (code int, err error) {
 		return 1, err
 	}
 	code = m.Run()
-	if exited, _ := manager.Exited(); exited {
-		return 1, manager.ExitError()
+	for _, m := range managers {
+		if exited, _ := m.Exited(); exited {
+			return 1, fmt.Errorf("%s: %w", m.Name, m.ExitError())
+		}
 	}
 	return code, nil
 }
@@ -132,28 +135,28 @@ func testTimeout() time.Duration {
 	return d
 }
 
-// managerAlive fails g when the manager has exited.
+// managerAlive fails g when the receiver or the controllers have exited.
 func managerAlive(g Gomega) {
-	if exited, _ := manager.Exited(); exited {
-		g.ExpectWithOffset(2, manager.ExitError()).NotTo(HaveOccurred())
+	for _, m := range managers {
+		if exited, _ := m.Exited(); exited {
+			g.ExpectWithOffset(2, m.ExitError()).NotTo(HaveOccurred(), m.Name)
+		}
 	}
 }
 
 // startManager installs the operator from config/default (everything but
-// the Deployment: the manager runs here as a process, with the identity and
-// RBAC the Deployment would have) and starts bin/manager.
+// the Deployments: the receiver and the controllers run here as processes of
+// bin/manager, each with the identity and RBAC its Deployment would have)
+// and starts both.
 func startManager(ctx context.Context, bin string) error {
-	fmt.Println("installing config/default (without its Deployment) ...")
+	fmt.Println("installing config/default (without its Deployments) ...")
 	rendered, err := kubectl(ctx, nil, "kustomize", filepath.Join(root, "config", "default"))
 	if err != nil {
 		return fmt.Errorf("rendering config/default (`make manifests` writes config/rbac/role.yaml and the CRDs): %w", err)
 	}
-	manifests, sa, err := withoutDeployment(rendered)
+	manifests, sas, err := withoutDeployment(rendered)
 	if err != nil {
 		return err
-	}
-	if sa == nil {
-		return errors.New("config/default renders no ServiceAccount for the manager")
 	}
 	if _, err := kubectl(ctx, manifests, "apply", "--server-side", "-f", "-"); err != nil {
 		return fmt.Errorf("applying config/default: %w", err)
@@ -161,52 +164,68 @@ func startManager(ctx context.Context, bin string) error {
 	if _, err := kubectl(ctx, nil, "wait", "--for=condition=Established", "--timeout=60s", "crd/callbackconfigs.sns.imcallback.io", "crd/frienddeletions.sns.imcallback.io"); err != nil {
 		return err
 	}
-	token, err := kubectl(ctx, nil, "create", "token", sa.GetName(), "-n", sa.GetNamespace(), "--duration=24h")
-	if err != nil {
-		return fmt.Errorf("creating a token for the manager's ServiceAccount: %w", err)
-	}
-	kubeconfig, err := local.WriteTokenKubeconfig("manager", strings.TrimSpace(string(token)))
-	if err != nil {
-		return err
-	}
 
-	ports := make([]int, 3)
+	ports := make([]int, 5)
 	for i := range ports {
 		if ports[i], err = cluster.FreePort(); err != nil {
 			return err
 		}
 	}
 	receiverAddr := "127.0.0.1:" + strconv.Itoa(ports[0])
-	healthAddr := "127.0.0.1:" + strconv.Itoa(ports[1])
 	receiverURL = "http://" + receiverAddr
-	manager = &cluster.Process{
-		Name: "manager",
-		Path: bin,
-		Args: []string{
+	for _, role := range []struct {
+		name, sa string
+		args     []string
+	}{
+		{"receiver", "friend-deletion-operator-receiver", []string{"--receiver-bind-address=" + receiverAddr}},
+		// Leader election as deployed, in the operator's namespace, so its
+		// Role is exercised too.
+		{"controllers", "friend-deletion-operator-controller-manager", []string{"--leader-elect"}},
+	} {
+		sa := sas[role.sa]
+		if sa == nil {
+			return fmt.Errorf("config/default renders no ServiceAccount %s", role.sa)
+		}
+		token, err := kubectl(ctx, nil, "create", "token", sa.GetName(), "-n", sa.GetNamespace(), "--duration=24h")
+		if err != nil {
+			return fmt.Errorf("creating a token for ServiceAccount %s: %w", sa.GetName(), err)
+		}
+		kubeconfig, err := local.WriteTokenKubeconfig(role.name, strings.TrimSpace(string(token)))
+		if err != nil {
+			return err
+		}
+		healthAddr := "127.0.0.1:" + strconv.Itoa(ports[len(managers)*2+1])
+		args := append([]string{
+			"--role=" + role.name,
 			"--kubeconfig=" + kubeconfig,
-			"--receiver-bind-address=" + receiverAddr,
 			"--health-probe-bind-address=" + healthAddr,
-			"--metrics-bind-address=127.0.0.1:" + strconv.Itoa(ports[2]),
-			// Leader election as deployed, in the operator's namespace,
-			// so its Role is exercised too.
-			"--leader-elect",
+			"--metrics-bind-address=127.0.0.1:" + strconv.Itoa(ports[len(managers)*2+2]),
 			"--leader-election-namespace=" + sa.GetNamespace(),
 			"--zap-log-level=debug",
-		},
-		LogPath: filepath.Join(local.Dir, "logs", "manager.log"),
+		}, role.args...)
+		p := &cluster.Process{
+			Name:    role.name,
+			Path:    bin,
+			Args:    args,
+			LogPath: filepath.Join(local.Dir, "logs", role.name+".log"),
+		}
+		fmt.Printf("starting %s --role=%s as ServiceAccount %s/%s ...\n", bin, role.name, sa.GetNamespace(), sa.GetName())
+		if err := p.Start(); err != nil {
+			return err
+		}
+		managers = append(managers, p)
+		if err := p.WaitReady(ctx, "http://"+healthAddr+"/readyz"); err != nil {
+			return err
+		}
 	}
-	fmt.Printf("starting %s as ServiceAccount %s/%s ...\n", bin, sa.GetNamespace(), sa.GetName())
-	if err := manager.Start(); err != nil {
-		return err
-	}
-	return manager.WaitReady(ctx, "http://"+healthAddr+"/readyz")
+	return nil
 }
 
-// withoutDeployment drops the Deployment from a multi-document YAML stream
-// and returns the rest, and the ServiceAccount it holds.
-func withoutDeployment(manifests []byte) ([]byte, *unstructured.Unstructured, error) {
+// withoutDeployment drops the Deployments from a multi-document YAML stream
+// and returns the rest, and the ServiceAccounts it holds by name.
+func withoutDeployment(manifests []byte) ([]byte, map[string]*unstructured.Unstructured, error) {
 	var out bytes.Buffer
-	var sa *unstructured.Unstructured
+	sas := map[string]*unstructured.Unstructured{}
 	reader := utilyaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(manifests)))
 	for {
 		doc, err := reader.Read()
@@ -226,12 +245,12 @@ func withoutDeployment(manifests []byte) ([]byte, *unstructured.Unstructured, er
 		case "Deployment":
 			continue
 		case "ServiceAccount":
-			sa = obj.DeepCopy()
+			sas[obj.GetName()] = obj.DeepCopy()
 		}
 		out.WriteString("---\n")
 		out.Write(doc)
 	}
-	return out.Bytes(), sa, nil
+	return out.Bytes(), sas, nil
 }
 
 // kubectl runs the cluster's kubectl as the admin, with stdin when given,

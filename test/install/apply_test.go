@@ -11,6 +11,7 @@ import (
 
 	authorizationv1 "k8s.io/api/authorization/v1"
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
@@ -87,57 +88,200 @@ func TestChartServerSideDryRun(t *testing.T) {
 	} {
 		t.Run(name, func(t *testing.T) {
 			ns := env.Namespace(t)
+			// The namespaces values-everything.yaml watches, where its
+			// Roles go.
+			createNamespace(t, "im-prod")
+			createNamespace(t, "im-staging")
 			rendered := mustHelmTemplate(t, ns, append([]string{"--include-crds"}, args...)...)
 			applyDryRun(t, writeTemp(t, "chart.yaml", rendered))
 		})
 	}
 }
 
-// The manager's ServiceAccount, once installed, may do what the generated
-// ClusterRole says anywhere, and hold its leader-election Lease in its own
-// namespace only.
-func TestServiceAccountPermissions(t *testing.T) {
-	check := func(t *testing.T, ns, sa string) {
-		var want []authorizationv1.ResourceAttributes
-		for _, r := range generatedRules(t) {
-			for _, group := range r.APIGroups {
-				for _, res := range r.Resources {
-					resource, sub, _ := strings.Cut(res, "/")
-					for _, verb := range r.Verbs {
-						attrs := authorizationv1.ResourceAttributes{Group: group, Resource: resource, Subresource: sub, Verb: verb}
-						if len(r.ResourceNames) > 0 {
-							attrs.Name = r.ResourceNames[0]
-						}
-						want = append(want, attrs)
+// attributesOf lists every request rules allow, in namespace ns ("" for
+// cluster-wide). A rule naming resources gives its first name.
+func attributesOf(rules []rbacv1.PolicyRule, ns string) []authorizationv1.ResourceAttributes {
+	var out []authorizationv1.ResourceAttributes
+	for _, r := range rules {
+		for _, group := range r.APIGroups {
+			for _, res := range r.Resources {
+				resource, sub, _ := strings.Cut(res, "/")
+				for _, verb := range r.Verbs {
+					attrs := authorizationv1.ResourceAttributes{Namespace: ns, Group: group, Resource: resource, Subresource: sub, Verb: verb}
+					if len(r.ResourceNames) > 0 {
+						attrs.Name = r.ResourceNames[0]
 					}
+					out = append(out, attrs)
 				}
 			}
 		}
-		for _, verb := range []string{"get", "create", "update"} {
-			want = append(want, authorizationv1.ResourceAttributes{Namespace: ns, Group: leaderElection, Resource: "leases", Verb: verb})
-		}
-		want = append(want, authorizationv1.ResourceAttributes{Namespace: ns, Group: "", Resource: "events", Verb: "create"})
+	}
+	return out
+}
 
-		waitForBindings(t, ns, sa, want)
-		for _, attrs := range want {
-			if !allowed(t, ns, sa, attrs) {
-				t.Errorf("%s/%s may not %s %s/%s (namespace %q)", ns, sa, attrs.Verb, attrs.Group, attrs.Resource, attrs.Namespace)
+// ruleGrants reports whether rules allow attrs, namespace aside.
+func ruleGrants(rules []rbacv1.PolicyRule, attrs authorizationv1.ResourceAttributes) bool {
+	res := attrs.Resource
+	if attrs.Subresource != "" {
+		res += "/" + attrs.Subresource
+	}
+	for _, r := range rules {
+		if contains(r.APIGroups, attrs.Group) && contains(r.Resources, res) && contains(r.Verbs, attrs.Verb) {
+			return true
+		}
+	}
+	return false
+}
+
+// beyond are requests tried against each role that its generated rules do
+// not list: reading Secrets in bulk (the controllers' rules list it, the
+// receiver's do not), changing Secrets, running pods, minting tokens and
+// changing RBAC.
+var beyond = []authorizationv1.ResourceAttributes{
+	{Resource: "secrets", Verb: "list"},
+	{Resource: "secrets", Verb: "watch"},
+	{Resource: "secrets", Verb: "update"},
+	{Resource: "pods", Verb: "create"},
+	{Resource: "serviceaccounts", Subresource: "token", Verb: "create"},
+	{Group: "batch", Resource: "jobs", Verb: "delete"},
+	{Group: "rbac.authorization.k8s.io", Resource: "clusterrolebindings", Verb: "create"},
+	{Group: "sns.imcallback.io", Resource: "callbackconfigs", Verb: "update"},
+	{Group: "sns.imcallback.io", Resource: "frienddeletions", Verb: "update"},
+}
+
+// identity is one installed ServiceAccount and what it must and must not be
+// allowed.
+type identity struct {
+	ns, sa string
+	// own are its generated rules, granted in each of namespaces, or
+	// cluster-wide when namespaces is empty.
+	own        []rbacv1.PolicyRule
+	namespaces []string
+	// leases: it holds the leader-election Lease in its own namespace.
+	leases bool
+	// others are rules of other roles; what they grant and own does not
+	// must be refused.
+	others [][]rbacv1.PolicyRule
+}
+
+// checkIdentity asks the API server's authorizer, both ways, whether an
+// installed ServiceAccount may do exactly what its generated role says: every
+// request the role allows is allowed (where it should be), and every request
+// of the other roles it lacks, the beyond list, and its own requests outside
+// its namespaces, are refused.
+func checkIdentity(t *testing.T, id identity) {
+	t.Helper()
+	auth := generatedRulesOf(t, generatedMetricsAuthRole)
+	want := attributesOf(auth, "")
+	scopes := id.namespaces
+	if len(scopes) == 0 {
+		scopes = []string{""}
+	}
+	for _, ns := range scopes {
+		want = append(want, attributesOf(id.own, ns)...)
+	}
+	if id.leases {
+		for _, verb := range []string{"get", "create", "update"} {
+			want = append(want, authorizationv1.ResourceAttributes{Namespace: id.ns, Group: leaderElection, Resource: "leases", Verb: verb})
+		}
+		want = append(want, authorizationv1.ResourceAttributes{Namespace: id.ns, Group: "", Resource: "events", Verb: "create"})
+	}
+	waitForBindings(t, id.ns, id.sa, want)
+	for _, attrs := range want {
+		if !allowed(t, id.ns, id.sa, attrs) {
+			t.Errorf("%s/%s may not %s %s/%s (namespace %q)", id.ns, id.sa, attrs.Verb, attrs.Group, attrs.Resource, attrs.Namespace)
+		}
+	}
+
+	var refuse []authorizationv1.ResourceAttributes
+	for _, scope := range scopes {
+		candidates := append([]authorizationv1.ResourceAttributes{}, beyond...)
+		for _, rules := range id.others {
+			candidates = append(candidates, attributesOf(rules, "")...)
+		}
+		for _, attrs := range candidates {
+			if !ruleGrants(id.own, attrs) && !ruleGrants(auth, attrs) {
+				attrs.Namespace = scope
+				refuse = append(refuse, attrs)
 			}
 		}
-		// Least privilege: leader election needs Leases in its own namespace only.
-		if allowed(t, ns, sa, authorizationv1.ResourceAttributes{Namespace: "default", Group: leaderElection, Resource: "leases", Verb: "update"}) {
-			t.Errorf("%s/%s may update Leases in namespace default; leader election needs them in %s only", ns, sa, ns)
+	}
+	if len(id.namespaces) > 0 {
+		// Watching a list of namespaces grants nothing outside it.
+		refuse = append(refuse, attributesOf(id.own, "default")...)
+		refuse = append(refuse, attributesOf(id.own, "")...)
+	}
+	if !id.leases {
+		refuse = append(refuse, authorizationv1.ResourceAttributes{Namespace: id.ns, Group: leaderElection, Resource: "leases", Verb: "update"})
+	}
+	// Leader election needs Leases in the controllers' own namespace only,
+	// and there only get, create and update.
+	refuse = append(refuse,
+		authorizationv1.ResourceAttributes{Namespace: "default", Group: leaderElection, Resource: "leases", Verb: "update"},
+		authorizationv1.ResourceAttributes{Namespace: id.ns, Group: leaderElection, Resource: "leases", Verb: "delete"},
+		authorizationv1.ResourceAttributes{Namespace: id.ns, Group: leaderElection, Resource: "leases", Verb: "list"})
+	for _, attrs := range refuse {
+		if allowed(t, id.ns, id.sa, attrs) {
+			t.Errorf("%s/%s may %s %s/%s/%s (namespace %q), which its role does not say", id.ns, id.sa, attrs.Verb, attrs.Group, attrs.Resource, attrs.Subresource, attrs.Namespace)
 		}
+	}
+}
+
+// Each installed identity may do what its generated role says and nothing
+// beyond: the controllers what controllers/ marks (and their Lease), the
+// internet-facing receiver what webhook/ marks, which is no Jobs, no Secret
+// lists and no Leases.
+func TestServiceAccountPermissions(t *testing.T) {
+	ctrlsRules, recvRules := generatedRulesOf(t, generatedRole), generatedRulesOf(t, generatedReceiverRole)
+	check := func(t *testing.T, ns, ctrlsSA, recvSA string, namespaces []string) {
+		t.Run("controllers", func(t *testing.T) {
+			checkIdentity(t, identity{ns: ns, sa: ctrlsSA, own: ctrlsRules, namespaces: namespaces, leases: true,
+				others: [][]rbacv1.PolicyRule{recvRules}})
+		})
+		t.Run("receiver", func(t *testing.T) {
+			checkIdentity(t, identity{ns: ns, sa: recvSA, own: recvRules, namespaces: namespaces,
+				others: [][]rbacv1.PolicyRule{ctrlsRules}})
+		})
 	}
 
 	t.Run("kubectl bundle", func(t *testing.T) {
 		apply(t, filepath.Join(root, bundleFile))
-		check(t, bundleNS, bundleSA)
+		check(t, bundleNS, bundleSA, bundleReceiverSA, nil)
 	})
 	t.Run("Helm chart", func(t *testing.T) {
 		ns := env.Namespace(t)
 		apply(t, writeTemp(t, "chart.yaml", mustHelmTemplate(t, ns)))
-		check(t, ns, release)
+		check(t, ns, release+"-controllers", release+"-receiver", nil)
+	})
+	t.Run("Helm chart naming the token Secrets", func(t *testing.T) {
+		ns, chat := env.Namespace(t), env.Namespace(t)
+		apply(t, writeTemp(t, "chart.yaml", mustHelmTemplate(t, ns,
+			"--set", "receiver.tokenSecrets[0].namespace="+chat+",receiver.tokenSecrets[0].name=im-token")))
+		recvSA := release + "-receiver"
+		var withoutSecrets []rbacv1.PolicyRule
+		for _, r := range recvRules {
+			if !contains(r.Resources, "secrets") {
+				withoutSecrets = append(withoutSecrets, r)
+			}
+		}
+		checkIdentity(t, identity{ns: ns, sa: recvSA, own: withoutSecrets, others: [][]rbacv1.PolicyRule{ctrlsRules}})
+		token := authorizationv1.ResourceAttributes{Namespace: chat, Resource: "secrets", Name: "im-token", Verb: "get"}
+		waitForBindings(t, ns, recvSA, []authorizationv1.ResourceAttributes{token})
+		for _, attrs := range []authorizationv1.ResourceAttributes{
+			{Namespace: chat, Resource: "secrets", Name: "other", Verb: "get"},
+			{Namespace: chat, Resource: "secrets", Verb: "get"},
+			{Namespace: ns, Resource: "secrets", Name: "im-token", Verb: "get"},
+			{Namespace: chat, Resource: "secrets", Name: "im-token", Verb: "list"},
+		} {
+			if allowed(t, ns, recvSA, attrs) {
+				t.Errorf("the receiver may %s Secret %q in %s; it should read only %s/im-token", attrs.Verb, attrs.Name, attrs.Namespace, chat)
+			}
+		}
+	})
+	t.Run("Helm chart watching two namespaces", func(t *testing.T) {
+		ns, a, b := env.Namespace(t), env.Namespace(t), env.Namespace(t)
+		apply(t, writeTemp(t, "chart.yaml", mustHelmTemplate(t, ns, "--set", "watchNamespaces={"+a+","+b+"}")))
+		check(t, ns, release+"-controllers", release+"-receiver", []string{a, b})
 	})
 }
 

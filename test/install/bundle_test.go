@@ -54,38 +54,67 @@ func TestBundleContents(t *testing.T) {
 		}
 	}
 
-	d := get[appsv1.Deployment](t, objs, "Deployment", bundleDeploy)
-	if d.Spec.Replicas == nil || *d.Spec.Replicas != 2 {
-		t.Errorf("replicas = %v, want 2", d.Spec.Replicas)
+	ctrls := get[appsv1.Deployment](t, objs, "Deployment", bundleDeploy)
+	recvD := get[appsv1.Deployment](t, objs, "Deployment", bundleReceiverDeploy)
+	all := []*appsv1.Deployment{ctrls, recvD}
+	for role, d := range map[string]*appsv1.Deployment{"controllers": ctrls, "receiver": recvD} {
+		if d.Spec.Replicas == nil || *d.Spec.Replicas != 2 {
+			t.Errorf("%s replicas = %v, want 2", role, d.Spec.Replicas)
+		}
+		c := checkManagerPod(t, d, role)
+		if want := "ghcr.io/imcallback/friend-deletion-operator:" + chartAppVersion(t); c.Image != want {
+			t.Errorf("%s image = %s, want %s (the chart's appVersion; see config/manager/kustomization.yaml)", role, c.Image, want)
+		}
+		if role == "controllers" && !hasArg(c.Args, "--leader-elect") {
+			t.Errorf("args %q lack --leader-elect", c.Args)
+		}
 	}
-	c := checkManagerPod(t, d)
-	if !hasArg(c.Args, "--leader-elect") {
-		t.Errorf("args %q lack --leader-elect", c.Args)
-	}
-	if want := "ghcr.io/imcallback/friend-deletion-operator:" + chartAppVersion(t); c.Image != want {
-		t.Errorf("image = %s, want %s (the chart's appVersion; see config/manager/kustomization.yaml)", c.Image, want)
-	}
-	if d.Spec.Template.Spec.ServiceAccountName != bundleSA {
-		t.Errorf("serviceAccountName = %q, want %q", d.Spec.Template.Spec.ServiceAccountName, bundleSA)
+	if ctrls.Spec.Template.Spec.ServiceAccountName != bundleSA || recvD.Spec.Template.Spec.ServiceAccountName != bundleReceiverSA {
+		t.Errorf("serviceAccountNames = %q and %q, want %q and %q", ctrls.Spec.Template.Spec.ServiceAccountName,
+			recvD.Spec.Template.Spec.ServiceAccountName, bundleSA, bundleReceiverSA)
 	}
 	get[corev1.ServiceAccount](t, objs, "ServiceAccount", bundleSA)
+	get[corev1.ServiceAccount](t, objs, "ServiceAccount", bundleReceiverSA)
 
 	recv := get[corev1.Service](t, objs, "Service", "friend-deletion-operator-receiver")
-	checkServiceReaches(t, recv, d, "receiver", 80)
+	checkServiceReaches(t, recv, all, []*appsv1.Deployment{recvD}, "receiver", 80)
 	metrics := get[corev1.Service](t, objs, "Service", "friend-deletion-operator-controller-manager-metrics")
-	checkServiceReaches(t, metrics, d, "metrics", 9090)
+	checkServiceReaches(t, metrics, all, all, "metrics", 8443)
 
-	role := get[rbacv1.ClusterRole](t, objs, "ClusterRole", "friend-deletion-operator-manager-role")
-	if !reflect.DeepEqual(role.Rules, generatedRules(t)) {
-		t.Errorf("the bundle's manager ClusterRole differs from %s", generatedRole)
+	// Each identity is bound to exactly its generated role, and nothing
+	// else in the bundle grants it anything.
+	for _, b := range []struct{ role, binding, file, sa string }{
+		{"friend-deletion-operator-manager-role", "friend-deletion-operator-manager-rolebinding", generatedRole, bundleSA},
+		{"friend-deletion-operator-receiver-role", "friend-deletion-operator-receiver-rolebinding", generatedReceiverRole, bundleReceiverSA},
+	} {
+		role := get[rbacv1.ClusterRole](t, objs, "ClusterRole", b.role)
+		if !reflect.DeepEqual(role.Rules, generatedRulesOf(t, b.file)) {
+			t.Errorf("the bundle's ClusterRole %s differs from %s", b.role, b.file)
+		}
+		crb := get[rbacv1.ClusterRoleBinding](t, objs, "ClusterRoleBinding", b.binding)
+		checkBinding(t, crb.RoleRef, crb.Subjects, "ClusterRole", role.Name, bundleNS, b.sa)
 	}
-	crb := get[rbacv1.ClusterRoleBinding](t, objs, "ClusterRoleBinding", "friend-deletion-operator-manager-rolebinding")
-	checkBinding(t, crb.RoleRef, crb.Subjects, "ClusterRole", role.Name, bundleNS, bundleSA)
+	auth := get[rbacv1.ClusterRole](t, objs, "ClusterRole", "friend-deletion-operator-metrics-auth-role")
+	if !reflect.DeepEqual(auth.Rules, generatedRulesOf(t, generatedMetricsAuthRole)) {
+		t.Errorf("the bundle's metrics-auth ClusterRole differs from %s", generatedMetricsAuthRole)
+	}
+	authB := get[rbacv1.ClusterRoleBinding](t, objs, "ClusterRoleBinding", "friend-deletion-operator-metrics-auth-rolebinding")
+	checkBindingSubjects(t, authB.RoleRef, authB.Subjects, "ClusterRole", auth.Name, bundleNS, bundleSA, bundleReceiverSA)
+	reader := get[rbacv1.ClusterRole](t, objs, "ClusterRole", "friend-deletion-operator-metrics-reader")
+	if want := []rbacv1.PolicyRule{{NonResourceURLs: []string{"/metrics"}, Verbs: []string{"get"}}}; !reflect.DeepEqual(reader.Rules, want) {
+		t.Errorf("metrics-reader rules = %+v, want %+v", reader.Rules, want)
+	}
 
 	le := get[rbacv1.Role](t, objs, "Role", "friend-deletion-operator-leader-election-role")
-	if !grants(le.Rules, leaderElection, "leases", "create") || !grants(le.Rules, leaderElection, "leases", "update") {
-		t.Errorf("leader-election Role does not grant creating and updating Leases: %+v", le.Rules)
+	if !reflect.DeepEqual(le.Rules, leaderElectionRules) {
+		t.Errorf("leader-election Role rules = %+v, want exactly %+v", le.Rules, leaderElectionRules)
 	}
 	rb := get[rbacv1.RoleBinding](t, objs, "RoleBinding", "friend-deletion-operator-leader-election-rolebinding")
 	checkBinding(t, rb.RoleRef, rb.Subjects, "Role", le.Name, bundleNS, bundleSA)
+
+	checkBindingsOnly(t, objs, bundleNS, map[string][]string{
+		bundleSA: {"ClusterRole/friend-deletion-operator-manager-role", "ClusterRole/friend-deletion-operator-metrics-auth-role",
+			"Role/friend-deletion-operator-leader-election-role@" + bundleNS},
+		bundleReceiverSA: {"ClusterRole/friend-deletion-operator-receiver-role", "ClusterRole/friend-deletion-operator-metrics-auth-role"},
+	})
 }

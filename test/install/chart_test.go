@@ -16,6 +16,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/intstr"
 )
 
@@ -24,8 +25,23 @@ const (
 	release     = "fdo-friend-deletion-operator"
 	receiverSvc = release + "-receiver"
 	metricsSvc  = release + "-metrics"
-	managerRole = release + "-manager"
+	// Each role's Deployment, ServiceAccount, ClusterRole (or Roles) and
+	// bindings share one name.
+	chartControllers = release + "-controllers"
+	chartReceiver    = release + "-receiver"
+	chartMetricsAuth = release + "-metrics-auth"
 )
+
+// chartDeployments returns the controllers' and the receiver's Deployments.
+func chartDeployments(t *testing.T, objs manifests) (ctrls, recv *appsv1.Deployment, all []*appsv1.Deployment) {
+	t.Helper()
+	ctrls = get[appsv1.Deployment](t, objs, "Deployment", chartControllers)
+	recv = get[appsv1.Deployment](t, objs, "Deployment", chartReceiver)
+	if n := len(objs.ofKind("Deployment")); n != 2 {
+		t.Errorf("the chart renders %d Deployments, want 2", n)
+	}
+	return ctrls, recv, []*appsv1.Deployment{ctrls, recv}
+}
 
 func TestHelmLint(t *testing.T) {
 	helm := tool(t, "helm")
@@ -48,44 +64,54 @@ func TestHelmLint(t *testing.T) {
 func TestChartDefaults(t *testing.T) {
 	objs := decode(t, mustHelmTemplate(t, "ops"))
 
-	d := get[appsv1.Deployment](t, objs, "Deployment", release)
-	if d.Namespace != "ops" {
-		t.Errorf("Deployment namespace = %q, want the release namespace ops", d.Namespace)
+	ctrls, recvD, all := chartDeployments(t, objs)
+	for role, d := range map[string]*appsv1.Deployment{"controllers": ctrls, "receiver": recvD} {
+		if d.Namespace != "ops" {
+			t.Errorf("%s Deployment namespace = %q, want the release namespace ops", role, d.Namespace)
+		}
+		if d.Spec.Replicas == nil || *d.Spec.Replicas != 2 {
+			t.Errorf("%s replicas = %v, want 2", role, d.Spec.Replicas)
+		}
+		c := checkManagerPod(t, d, role)
+		if c.Image != "ghcr.io/imcallback/friend-deletion-operator:"+chartAppVersion(t) {
+			t.Errorf("image = %s, want the chart's appVersion %s", c.Image, chartAppVersion(t))
+		}
+		for _, arg := range []string{"--zap-log-level=info", "--metrics-secure=true"} {
+			if !hasArg(c.Args, arg) {
+				t.Errorf("%s args %q lack %s", role, c.Args, arg)
+			}
+		}
+		if strings.Contains(strings.Join(c.Args, " "), "--receiver-cert-dir") || strings.Contains(strings.Join(c.Args, " "), "--watch-namespaces") {
+			t.Errorf("the receiver serves TLS or a namespace list is watched by default: %q", c.Args)
+		}
+		if sa := release + "-" + role; d.Spec.Template.Spec.ServiceAccountName != sa {
+			t.Errorf("%s serviceAccountName = %q, want %q", role, d.Spec.Template.Spec.ServiceAccountName, sa)
+		}
+		get[corev1.ServiceAccount](t, objs, "ServiceAccount", release+"-"+role)
 	}
-	if d.Spec.Replicas == nil || *d.Spec.Replicas != 2 {
-		t.Errorf("replicas = %v, want 2", d.Spec.Replicas)
-	}
-	c := checkManagerPod(t, d)
-	if c.Image != "ghcr.io/imcallback/friend-deletion-operator:"+chartAppVersion(t) {
-		t.Errorf("image = %s, want the chart's appVersion %s", c.Image, chartAppVersion(t))
-	}
-	for _, arg := range []string{"--leader-elect=true", "--leader-election-namespace=ops", "--zap-log-level=info"} {
-		if !hasArg(c.Args, arg) {
-			t.Errorf("args %q lack %s", c.Args, arg)
+	for _, arg := range []string{"--leader-elect=true", "--leader-election-namespace=ops"} {
+		if c := ctrls.Spec.Template.Spec.Containers[0]; !hasArg(c.Args, arg) {
+			t.Errorf("controllers args %q lack %s", c.Args, arg)
 		}
 	}
-	if strings.Contains(strings.Join(c.Args, " "), "--receiver-cert-dir") {
-		t.Errorf("the receiver serves TLS by default: %q", c.Args)
-	}
-	if d.Spec.Template.Spec.ServiceAccountName != release {
-		t.Errorf("serviceAccountName = %q, want %q", d.Spec.Template.Spec.ServiceAccountName, release)
-	}
-	get[corev1.ServiceAccount](t, objs, "ServiceAccount", release)
 
 	recv := get[corev1.Service](t, objs, "Service", receiverSvc)
 	if recv.Spec.Type != corev1.ServiceTypeClusterIP {
 		t.Errorf("receiver Service type = %s, want ClusterIP", recv.Spec.Type)
 	}
-	checkServiceReaches(t, recv, d, "receiver", 80)
-	checkServiceReaches(t, get[corev1.Service](t, objs, "Service", metricsSvc), d, "metrics", 9090)
-
-	pdb := get[policyv1.PodDisruptionBudget](t, objs, "PodDisruptionBudget", release)
-	if pdb.Spec.MaxUnavailable == nil || *pdb.Spec.MaxUnavailable != intstr.FromInt32(1) {
-		t.Errorf("PodDisruptionBudget maxUnavailable = %v, want 1", pdb.Spec.MaxUnavailable)
+	checkServiceReaches(t, recv, all, []*appsv1.Deployment{recvD}, "receiver", 80)
+	metrics := get[corev1.Service](t, objs, "Service", metricsSvc)
+	checkServiceReaches(t, metrics, all, all, "metrics", 8443)
+	if metrics.Spec.Ports[0].Name != "https" {
+		t.Errorf("metrics Service port is named %q, want https", metrics.Spec.Ports[0].Name)
 	}
-	sel, err := metav1.LabelSelectorAsSelector(pdb.Spec.Selector)
-	if err != nil || !sel.Matches(labels.Set(d.Spec.Template.Labels)) {
-		t.Errorf("PodDisruptionBudget selector %v does not match the pods (%v)", pdb.Spec.Selector, err)
+
+	for role, d := range map[string]*appsv1.Deployment{"controllers": ctrls, "receiver": recvD} {
+		pdb := get[policyv1.PodDisruptionBudget](t, objs, "PodDisruptionBudget", release+"-"+role)
+		if pdb.Spec.MaxUnavailable == nil || *pdb.Spec.MaxUnavailable != intstr.FromInt32(1) {
+			t.Errorf("PodDisruptionBudget maxUnavailable = %v, want 1", pdb.Spec.MaxUnavailable)
+		}
+		checkSelects(t, "PodDisruptionBudget "+pdb.Name, pdb.Spec.Selector, all, d)
 	}
 
 	for _, kind := range []string{"Ingress", "Certificate", "ServiceMonitor", "NetworkPolicy"} {
@@ -94,7 +120,7 @@ func TestChartDefaults(t *testing.T) {
 		}
 	}
 
-	checkChartRBAC(t, objs, "ops", release)
+	checkChartRBAC(t, objs, "ops", nil)
 	for _, name := range []string{"callbackconfigs-edit", "callbackconfigs-view", "frienddeletions-edit", "frienddeletions-view"} {
 		if objs.find("ClusterRole", release+"-"+name) == nil {
 			t.Errorf("no aggregated ClusterRole %s-%s", release, name)
@@ -102,48 +128,184 @@ func TestChartDefaults(t *testing.T) {
 	}
 }
 
-// checkChartRBAC checks that the manager's ServiceAccount is bound to a
-// ClusterRole with exactly the generated rules, and to a leader-election
-// Role in the release namespace.
-func checkChartRBAC(t *testing.T, objs manifests, ns, sa string) {
+// checkSelects checks that a label selector selects the pods of want and
+// of no other Deployment in all.
+func checkSelects(t *testing.T, what string, ls *metav1.LabelSelector, all []*appsv1.Deployment, want ...*appsv1.Deployment) {
 	t.Helper()
-	role := get[rbacv1.ClusterRole](t, objs, "ClusterRole", managerRole)
-	if !reflect.DeepEqual(role.Rules, generatedRules(t)) {
-		t.Errorf("the chart's ClusterRole rules differ from %s (run `make chart-rbac`):\nchart: %+v\ngenerated: %+v", generatedRole, role.Rules, generatedRules(t))
+	sel, err := metav1.LabelSelectorAsSelector(ls)
+	if err != nil {
+		t.Fatalf("%s selector: %v", what, err)
 	}
-	crb := get[rbacv1.ClusterRoleBinding](t, objs, "ClusterRoleBinding", managerRole)
-	checkBinding(t, crb.RoleRef, crb.Subjects, "ClusterRole", managerRole, ns, sa)
+	for _, d := range all {
+		selected := !sel.Empty() && sel.Matches(labels.Set(d.Spec.Template.Labels))
+		expected := false
+		for _, w := range want {
+			expected = expected || w == d
+		}
+		if selected != expected {
+			t.Errorf("%s selects Deployment %s's pods: %v, want %v", what, d.Name, selected, expected)
+		}
+	}
+}
+
+// checkChartRBAC checks the release's RBAC against the generated roles,
+// both ways: each identity is granted exactly its generated rules (as a
+// ClusterRole, or a Role in each of watchNamespaces), the metrics-auth
+// rules, and the controllers a leader-election Role in the release
+// namespace; no other binding names either identity.
+func checkChartRBAC(t *testing.T, objs manifests, ns string, watchNamespaces []string) {
+	t.Helper()
+	ctrlsSA, recvSA := release+"-controllers", release+"-receiver"
+	grantsOf := map[string][]string{
+		ctrlsSA: {"ClusterRole/" + chartMetricsAuth},
+		recvSA:  {"ClusterRole/" + chartMetricsAuth},
+	}
+	for _, r := range []struct{ name, file, sa string }{
+		{chartControllers, generatedRole, ctrlsSA},
+		{chartReceiver, generatedReceiverRole, recvSA},
+	} {
+		want := generatedRulesOf(t, r.file)
+		if len(watchNamespaces) == 0 {
+			role := get[rbacv1.ClusterRole](t, objs, "ClusterRole", r.name)
+			if !reflect.DeepEqual(role.Rules, want) {
+				t.Errorf("the chart's ClusterRole %s differs from %s (run `make chart-rbac`):\nchart: %+v\ngenerated: %+v", r.name, r.file, role.Rules, want)
+			}
+			crb := get[rbacv1.ClusterRoleBinding](t, objs, "ClusterRoleBinding", r.name)
+			checkBinding(t, crb.RoleRef, crb.Subjects, "ClusterRole", r.name, ns, r.sa)
+			grantsOf[r.sa] = append(grantsOf[r.sa], "ClusterRole/"+r.name)
+			continue
+		}
+		if objs.find("ClusterRole", r.name) != nil || objs.find("ClusterRoleBinding", r.name) != nil {
+			t.Errorf("a ClusterRole or ClusterRoleBinding %s is rendered though namespaces are listed", r.name)
+		}
+		for _, wns := range watchNamespaces {
+			role := findIn[rbacv1.Role](t, objs, "Role", r.name, wns)
+			if !reflect.DeepEqual(role.Rules, want) {
+				t.Errorf("the chart's Role %s/%s differs from %s", wns, r.name, r.file)
+			}
+			rb := findIn[rbacv1.RoleBinding](t, objs, "RoleBinding", r.name, wns)
+			checkBinding(t, rb.RoleRef, rb.Subjects, "Role", r.name, ns, r.sa)
+			grantsOf[r.sa] = append(grantsOf[r.sa], "Role/"+r.name+"@"+wns)
+		}
+	}
+
+	auth := get[rbacv1.ClusterRole](t, objs, "ClusterRole", chartMetricsAuth)
+	if !reflect.DeepEqual(auth.Rules, generatedRulesOf(t, generatedMetricsAuthRole)) {
+		t.Errorf("the chart's ClusterRole %s differs from %s", chartMetricsAuth, generatedMetricsAuthRole)
+	}
+	authB := get[rbacv1.ClusterRoleBinding](t, objs, "ClusterRoleBinding", chartMetricsAuth)
+	checkBindingSubjects(t, authB.RoleRef, authB.Subjects, "ClusterRole", chartMetricsAuth, ns, ctrlsSA, recvSA)
+	reader := get[rbacv1.ClusterRole](t, objs, "ClusterRole", release+"-metrics-reader")
+	if want := []rbacv1.PolicyRule{{NonResourceURLs: []string{"/metrics"}, Verbs: []string{"get"}}}; !reflect.DeepEqual(reader.Rules, want) {
+		t.Errorf("metrics-reader rules = %+v, want %+v", reader.Rules, want)
+	}
 
 	le := get[rbacv1.Role](t, objs, "Role", release+"-leader-election")
 	if le.Namespace != ns {
 		t.Errorf("leader-election Role is in %q, want %q", le.Namespace, ns)
 	}
-	if !grants(le.Rules, leaderElection, "leases", "create") || !grants(le.Rules, leaderElection, "leases", "update") {
-		t.Errorf("leader-election Role does not grant creating and updating Leases: %+v", le.Rules)
+	if !reflect.DeepEqual(le.Rules, leaderElectionRules) {
+		t.Errorf("leader-election Role rules = %+v, want exactly %+v", le.Rules, leaderElectionRules)
 	}
 	rb := get[rbacv1.RoleBinding](t, objs, "RoleBinding", release+"-leader-election")
-	checkBinding(t, rb.RoleRef, rb.Subjects, "Role", le.Name, ns, sa)
+	checkBinding(t, rb.RoleRef, rb.Subjects, "Role", le.Name, ns, ctrlsSA)
+	grantsOf[ctrlsSA] = append(grantsOf[ctrlsSA], "Role/"+le.Name+"@"+ns)
+
+	checkBindingsOnly(t, objs, ns, grantsOf)
+}
+
+// findIn is get for a namespaced object that several namespaces hold.
+func findIn[T any](t *testing.T, m manifests, kind, name, ns string) *T {
+	t.Helper()
+	for _, u := range m {
+		if u.GetKind() == kind && u.GetName() == name && u.GetNamespace() == ns {
+			obj := new(T)
+			if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, obj); err != nil {
+				t.Fatalf("converting %s %s/%s: %v", kind, ns, name, err)
+			}
+			return obj
+		}
+	}
+	t.Fatalf("no %s %s/%s among the rendered objects", kind, ns, name)
+	return nil
 }
 
 func checkBinding(t *testing.T, ref rbacv1.RoleRef, subjects []rbacv1.Subject, kind, name, ns, sa string) {
 	t.Helper()
+	checkBindingSubjects(t, ref, subjects, kind, name, ns, sa)
+}
+
+// checkBindingSubjects checks a binding's role and that its subjects are
+// exactly the ServiceAccounts sas of namespace ns.
+func checkBindingSubjects(t *testing.T, ref rbacv1.RoleRef, subjects []rbacv1.Subject, kind, name, ns string, sas ...string) {
+	t.Helper()
 	if ref.Kind != kind || ref.Name != name {
 		t.Errorf("binding refers to %s %s, want %s %s", ref.Kind, ref.Name, kind, name)
 	}
-	want := []rbacv1.Subject{{Kind: "ServiceAccount", Name: sa, Namespace: ns}}
+	var want []rbacv1.Subject
+	for _, sa := range sas {
+		want = append(want, rbacv1.Subject{Kind: "ServiceAccount", Name: sa, Namespace: ns})
+	}
 	if !reflect.DeepEqual(subjects, want) {
 		t.Errorf("binding subjects = %+v, want %+v", subjects, want)
 	}
 }
 
-// grants reports whether rules allow verb on group/resource.
-func grants(rules []rbacv1.PolicyRule, group, resource, verb string) bool {
-	for _, r := range rules {
-		if contains(r.APIGroups, group) && contains(r.Resources, resource) && (contains(r.Verbs, verb) || contains(r.Verbs, "*")) {
-			return true
+// checkBindingsOnly checks that the bindings among objs grant each
+// ServiceAccount of namespace ns exactly the roles listed for it, written
+// Kind/name for a ClusterRole and Kind/name@namespace for a Role.
+func checkBindingsOnly(t *testing.T, objs manifests, ns string, want map[string][]string) {
+	t.Helper()
+	got := map[string][]string{}
+	for _, u := range objs {
+		var ref rbacv1.RoleRef
+		var subjects []rbacv1.Subject
+		switch u.GetKind() {
+		case "ClusterRoleBinding":
+			b := get[rbacv1.ClusterRoleBinding](t, manifests{u}, u.GetKind(), u.GetName())
+			ref, subjects = b.RoleRef, b.Subjects
+		case "RoleBinding":
+			b := get[rbacv1.RoleBinding](t, manifests{u}, u.GetKind(), u.GetName())
+			ref, subjects = b.RoleRef, b.Subjects
+		default:
+			continue
+		}
+		granted := ref.Kind + "/" + ref.Name
+		if ref.Kind == "Role" {
+			granted += "@" + u.GetNamespace()
+		}
+		for _, s := range subjects {
+			if s.Kind == "ServiceAccount" && s.Namespace == ns {
+				got[s.Name] = append(got[s.Name], granted)
+			}
 		}
 	}
-	return false
+	for sa, roles := range want {
+		if !sameSet(got[sa], roles) {
+			t.Errorf("ServiceAccount %s/%s is granted %v, want exactly %v", ns, sa, got[sa], roles)
+		}
+	}
+	for sa, roles := range got {
+		if _, ok := want[sa]; !ok {
+			t.Errorf("unexpected ServiceAccount %s/%s is granted %v", ns, sa, roles)
+		}
+	}
+}
+
+func sameSet(a, b []string) bool {
+	set := map[string]int{}
+	for _, s := range a {
+		set[s]++
+	}
+	for _, s := range b {
+		set[s]--
+	}
+	for _, n := range set {
+		if n != 0 {
+			return false
+		}
+	}
+	return true
 }
 
 func contains(list []string, s string) bool {
@@ -158,35 +320,60 @@ func contains(list []string, s string) bool {
 func TestChartEveryOption(t *testing.T) {
 	objs := decode(t, mustHelmTemplate(t, "ops", "--values", everything))
 
-	d := get[appsv1.Deployment](t, objs, "Deployment", release)
-	if d.Spec.Replicas == nil || *d.Spec.Replicas != 3 {
-		t.Errorf("replicas = %v, want 3", d.Spec.Replicas)
-	}
-	c := checkManagerPod(t, d)
-	if c.Image != "registry.example.com/im/friend-deletion-operator:v9.9.9" {
-		t.Errorf("image = %s", c.Image)
-	}
-	for _, arg := range []string{"--leader-elect=true", "--zap-log-level=debug", "--receiver-cert-dir=/etc/receiver-tls", "--receiver-trust-forwarded-for", "--enable-example-reconciler"} {
-		if !hasArg(c.Args, arg) {
-			t.Errorf("args %q lack %s", c.Args, arg)
+	ctrls, recvD, all := chartDeployments(t, objs)
+	for role, d := range map[string]*appsv1.Deployment{"controllers": ctrls, "receiver": recvD} {
+		c := checkManagerPod(t, d, role)
+		if c.Image != "registry.example.com/im/friend-deletion-operator:v9.9.9" {
+			t.Errorf("image = %s", c.Image)
+		}
+		for _, arg := range []string{"--zap-log-level=debug", "--watch-namespaces=im-prod,im-staging", "--zap-stacktrace-level=panic",
+			"--metrics-cert-dir=/etc/metrics-tls"} {
+			if !hasArg(c.Args, arg) {
+				t.Errorf("%s args %q lack %s", role, c.Args, arg)
+			}
+		}
+		if want := resource.MustParse("512Mi"); !c.Resources.Limits.Memory().Equal(want) {
+			t.Errorf("memory limit = %s, want %s", c.Resources.Limits.Memory(), &want)
+		}
+		if d.Spec.Template.Labels["team"] != "im" || d.Spec.Template.Spec.PriorityClassName != "system-cluster-critical" ||
+			len(d.Spec.Template.Spec.Tolerations) != 1 || len(d.Spec.Template.Spec.ImagePullSecrets) != 1 {
+			t.Errorf("pod labels, priority class, tolerations or pull secrets not applied: %+v", d.Spec.Template)
+		}
+		if got := secretMountedAt(d, "/etc/metrics-tls"); got != "metrics-serving-cert" {
+			t.Errorf("%s mounts metrics TLS Secret %q, want metrics-serving-cert", role, got)
 		}
 	}
-	if want := resource.MustParse("512Mi"); !c.Resources.Limits.Memory().Equal(want) {
-		t.Errorf("memory limit = %s, want %s", c.Resources.Limits.Memory(), &want)
+	if ctrls.Spec.Template.Spec.ServiceAccountName != "im-cleanup" || recvD.Spec.Template.Spec.ServiceAccountName != "im-callbacks" {
+		t.Errorf("serviceAccountNames %q and %q, want im-cleanup and im-callbacks",
+			ctrls.Spec.Template.Spec.ServiceAccountName, recvD.Spec.Template.Spec.ServiceAccountName)
 	}
-	if d.Spec.Template.Labels["team"] != "im" || d.Spec.Template.Spec.PriorityClassName != "system-cluster-critical" ||
-		len(d.Spec.Template.Spec.Tolerations) != 1 || len(d.Spec.Template.Spec.ImagePullSecrets) != 1 {
-		t.Errorf("pod labels, priority class, tolerations or pull secrets not applied: %+v", d.Spec.Template)
+	if *ctrls.Spec.Replicas != 3 || *recvD.Spec.Replicas != 4 {
+		t.Errorf("replicas = %d and %d, want 3 and 4", *ctrls.Spec.Replicas, *recvD.Spec.Replicas)
+	}
+	// Role-only options go to their role only.
+	cArgs, rArgs := ctrls.Spec.Template.Spec.Containers[0].Args, recvD.Spec.Template.Spec.Containers[0].Args
+	for _, arg := range []string{"--leader-elect=true", "--enable-example-reconciler"} {
+		if !hasArg(cArgs, arg) || hasArg(rArgs, arg) {
+			t.Errorf("%s should be on the controllers only: controllers %q, receiver %q", arg, cArgs, rArgs)
+		}
+	}
+	for _, arg := range []string{"--receiver-cert-dir=/etc/receiver-tls", "--receiver-trust-forwarded-for", "--receiver-max-body-bytes=524288"} {
+		if hasArg(cArgs, arg) || !hasArg(rArgs, arg) {
+			t.Errorf("%s should be on the receiver only: controllers %q, receiver %q", arg, cArgs, rArgs)
+		}
 	}
 
-	// TLS: cert-manager writes the Secret the pod mounts.
+	// TLS: cert-manager writes the Secret the receiver's pods mount.
 	cert := objs.find("Certificate", receiverSvc)
 	if cert == nil {
 		t.Fatalf("no cert-manager Certificate %s", receiverSvc)
 	}
 	secret, _, _ := unstructured.NestedString(cert.Object, "spec", "secretName")
-	if got := tlsSecretOf(d); got == "" || got != secret {
-		t.Errorf("the pod mounts TLS Secret %q, the Certificate writes %q", got, secret)
+	if got := tlsSecretOf(recvD); got == "" || got != secret {
+		t.Errorf("the receiver mounts TLS Secret %q, the Certificate writes %q", got, secret)
+	}
+	if got := tlsSecretOf(ctrls); got != "" {
+		t.Errorf("the controllers mount the receiver's TLS Secret %q", got)
 	}
 	if issuer, _, _ := unstructured.NestedString(cert.Object, "spec", "issuerRef", "name"); issuer != "letsencrypt" {
 		t.Errorf("Certificate issuer = %q, want letsencrypt", issuer)
@@ -196,7 +383,7 @@ func TestChartEveryOption(t *testing.T) {
 	if recv.Spec.Type != corev1.ServiceTypeLoadBalancer || recv.Spec.ExternalTrafficPolicy != corev1.ServiceExternalTrafficPolicyLocal {
 		t.Errorf("receiver Service type %s, externalTrafficPolicy %s; want LoadBalancer, Local", recv.Spec.Type, recv.Spec.ExternalTrafficPolicy)
 	}
-	checkServiceReaches(t, recv, d, "receiver", 8443)
+	checkServiceReaches(t, recv, all, []*appsv1.Deployment{recvD}, "receiver", 8443)
 	if recv.Spec.Ports[0].Name != "https" {
 		t.Errorf("receiver Service port is named %q, want https with TLS on", recv.Spec.Ports[0].Name)
 	}
@@ -229,51 +416,154 @@ func TestChartEveryOption(t *testing.T) {
 	if len(smSel) == 0 || !labels.SelectorFromSet(smSel).Matches(labels.Set(metrics.Labels)) {
 		t.Errorf("ServiceMonitor selector %v does not select the metrics Service (labels %v)", smSel, metrics.Labels)
 	}
-	if objs.find("Service", receiverSvc) != nil && labels.SelectorFromSet(smSel).Matches(labels.Set(recv.Labels)) {
+	if labels.SelectorFromSet(smSel).Matches(labels.Set(recv.Labels)) {
 		t.Errorf("ServiceMonitor selector %v also selects the receiver Service", smSel)
 	}
-
-	np := get[networkingv1.NetworkPolicy](t, objs, "NetworkPolicy", release)
-	npSel, err := metav1.LabelSelectorAsSelector(&np.Spec.PodSelector)
-	if err != nil || !npSel.Matches(labels.Set(d.Spec.Template.Labels)) {
-		t.Errorf("NetworkPolicy does not select the manager's pods")
+	// Authenticated metrics: HTTPS with Prometheus's token and the given
+	// TLS settings.
+	endpoints, _, _ := unstructured.NestedSlice(sm.Object, "spec", "endpoints")
+	if len(endpoints) != 1 {
+		t.Fatalf("ServiceMonitor endpoints = %v, want one", endpoints)
 	}
+	ep := endpoints[0].(map[string]any)
+	if ep["scheme"] != "https" || ep["port"] != "https" || ep["bearerTokenFile"] != "/var/run/secrets/kubernetes.io/serviceaccount/token" {
+		t.Errorf("ServiceMonitor endpoint %v should scrape port https over HTTPS with the ServiceAccount token", ep)
+	}
+	if name, _, _ := unstructured.NestedString(ep, "tlsConfig", "ca", "secret", "name"); name != "metrics-serving-cert" {
+		t.Errorf("ServiceMonitor tlsConfig %v lacks the CA given", ep["tlsConfig"])
+	}
+
+	// Callbacks reach the receiver's pods only; scrapes reach every pod.
+	npRecv := get[networkingv1.NetworkPolicy](t, objs, "NetworkPolicy", release+"-receiver")
+	checkSelects(t, "NetworkPolicy "+npRecv.Name, &npRecv.Spec.PodSelector, all, recvD)
+	if got := policyPorts(npRecv); len(got) != 1 || !got["receiver"] {
+		t.Errorf("NetworkPolicy %s should admit the receiver port only, admits %v", npRecv.Name, got)
+	}
+	npMetrics := get[networkingv1.NetworkPolicy](t, objs, "NetworkPolicy", release+"-metrics")
+	checkSelects(t, "NetworkPolicy "+npMetrics.Name, &npMetrics.Spec.PodSelector, all, all...)
+	if got := policyPorts(npMetrics); len(got) != 1 || !got["metrics"] {
+		t.Errorf("NetworkPolicy %s should admit the metrics port only, admits %v", npMetrics.Name, got)
+	}
+	if n := len(objs.ofKind("NetworkPolicy")); n != 2 {
+		t.Errorf("%d NetworkPolicies rendered, want 2", n)
+	}
+
+	for _, d := range all {
+		pdb := get[policyv1.PodDisruptionBudget](t, objs, "PodDisruptionBudget", d.Name)
+		if pdb.Spec.MaxUnavailable == nil || *pdb.Spec.MaxUnavailable != intstr.FromInt32(2) {
+			t.Errorf("PodDisruptionBudget maxUnavailable = %v, want 2", pdb.Spec.MaxUnavailable)
+		}
+		checkSelects(t, "PodDisruptionBudget "+pdb.Name, pdb.Spec.Selector, all, d)
+	}
+}
+
+// policyPorts returns the ports a NetworkPolicy admits.
+func policyPorts(np *networkingv1.NetworkPolicy) map[string]bool {
 	ports := map[string]bool{}
 	for _, rule := range np.Spec.Ingress {
 		for _, p := range rule.Ports {
 			ports[p.Port.String()] = true
 		}
 	}
-	if !ports["receiver"] || !ports["metrics"] || len(ports) != 2 {
-		t.Errorf("NetworkPolicy should admit the receiver and metrics ports only, admits %v", ports)
-	}
-
-	pdb := get[policyv1.PodDisruptionBudget](t, objs, "PodDisruptionBudget", release)
-	if pdb.Spec.MaxUnavailable == nil || *pdb.Spec.MaxUnavailable != intstr.FromInt32(2) {
-		t.Errorf("PodDisruptionBudget maxUnavailable = %v, want 2", pdb.Spec.MaxUnavailable)
-	}
+	return ports
 }
 
 func TestChartReceiverTLSFromSecret(t *testing.T) {
 	objs := decode(t, mustHelmTemplate(t, "ops", "--set", "receiver.tls.enabled=true", "--set", "receiver.tls.secretName=receiver-cert"))
-	d := get[appsv1.Deployment](t, objs, "Deployment", release)
-	if got := tlsSecretOf(d); got != "receiver-cert" {
+	_, recvD, all := chartDeployments(t, objs)
+	if got := tlsSecretOf(recvD); got != "receiver-cert" {
 		t.Errorf("the pod mounts TLS Secret %q, want receiver-cert", got)
 	}
 	if objs.find("Certificate", receiverSvc) != nil {
 		t.Errorf("a Certificate is rendered though the Secret is given")
 	}
-	checkServiceReaches(t, get[corev1.Service](t, objs, "Service", receiverSvc), d, "receiver", 443)
+	checkServiceReaches(t, get[corev1.Service](t, objs, "Service", receiverSvc), all, []*appsv1.Deployment{recvD}, "receiver", 443)
 }
 
 func TestChartSingleReplicaWithoutLeaderElection(t *testing.T) {
-	objs := decode(t, mustHelmTemplate(t, "ops", "--set", "replicaCount=1", "--set", "leaderElection.enabled=false"))
-	c := checkManagerPod(t, get[appsv1.Deployment](t, objs, "Deployment", release))
+	objs := decode(t, mustHelmTemplate(t, "ops", "--set", "controllers.replicaCount=1", "--set", "leaderElection.enabled=false"))
+	ctrls, _, _ := chartDeployments(t, objs)
+	c := checkManagerPod(t, ctrls, "controllers")
 	if !hasArg(c.Args, "--leader-elect=false") {
 		t.Errorf("args %q lack --leader-elect=false", c.Args)
 	}
 	if len(objs.ofKind("Role")) != 0 || len(objs.ofKind("RoleBinding")) != 0 {
 		t.Errorf("leader-election RBAC is rendered without leader election")
+	}
+}
+
+// With watchNamespaces, both roles' permissions are Roles in those
+// namespaces, each exactly the generated rules, and no ClusterRole grants
+// them anything but the metrics-auth rules.
+func TestChartWatchNamespaces(t *testing.T) {
+	objs := decode(t, mustHelmTemplate(t, "ops", "--set", "watchNamespaces={im-prod,im-staging}"))
+	checkChartRBAC(t, objs, "ops", []string{"im-prod", "im-staging"})
+	_, _, all := chartDeployments(t, objs)
+	for _, d := range all {
+		if c := d.Spec.Template.Spec.Containers[0]; !hasArg(c.Args, "--watch-namespaces=im-prod,im-staging") {
+			t.Errorf("%s args %q lack --watch-namespaces=im-prod,im-staging", d.Name, c.Args)
+		}
+	}
+}
+
+// With receiver.tokenSecrets, the receiver's generated Secret rule moves out
+// of its ClusterRole into a Role per namespace naming those Secrets; every
+// other generated rule stays as generated.
+func TestChartReceiverTokenSecrets(t *testing.T) {
+	objs := decode(t, mustHelmTemplate(t, "ops", "--set", "receiver.tokenSecrets[0].namespace=chat,receiver.tokenSecrets[0].name=im-token,"+
+		"receiver.tokenSecrets[1].namespace=games,receiver.tokenSecrets[1].name=games-token,receiver.tokenSecrets[2].namespace=chat,receiver.tokenSecrets[2].name=chat-staging"))
+
+	var withoutSecrets []rbacv1.PolicyRule
+	var secretRule rbacv1.PolicyRule
+	for _, r := range generatedRulesOf(t, generatedReceiverRole) {
+		if contains(r.Resources, "secrets") {
+			secretRule = r
+			continue
+		}
+		withoutSecrets = append(withoutSecrets, r)
+	}
+	if len(secretRule.Verbs) == 0 {
+		t.Fatalf("%s grants no Secrets", generatedReceiverRole)
+	}
+	role := get[rbacv1.ClusterRole](t, objs, "ClusterRole", chartReceiver)
+	if !reflect.DeepEqual(role.Rules, withoutSecrets) {
+		t.Errorf("receiver ClusterRole rules = %+v, want the generated ones without Secrets %+v", role.Rules, withoutSecrets)
+	}
+	name := release + "-receiver-token-secrets"
+	for ns, names := range map[string][]string{"chat": {"chat-staging", "im-token"}, "games": {"games-token"}} {
+		r := findIn[rbacv1.Role](t, objs, "Role", name, ns)
+		want := []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"secrets"}, ResourceNames: names, Verbs: secretRule.Verbs}}
+		if !reflect.DeepEqual(r.Rules, want) {
+			t.Errorf("Role %s/%s rules = %+v, want %+v", ns, name, r.Rules, want)
+		}
+		rb := findIn[rbacv1.RoleBinding](t, objs, "RoleBinding", name, ns)
+		checkBinding(t, rb.RoleRef, rb.Subjects, "Role", name, "ops", chartReceiver)
+	}
+	if n := len(objs.ofKind("Role")); n != 3 {
+		t.Errorf("%d Roles rendered, want the leader election's and two of token Secrets", n)
+	}
+}
+
+// metrics.secure=false, for development, serves plain HTTP and grants no
+// token or access reviews.
+func TestChartPlainMetrics(t *testing.T) {
+	objs := decode(t, mustHelmTemplate(t, "ops", "--set", "metrics.secure=false", "--set", "metrics.serviceMonitor.enabled=true"))
+	_, _, all := chartDeployments(t, objs)
+	for _, d := range all {
+		if c := d.Spec.Template.Spec.Containers[0]; !hasArg(c.Args, "--metrics-secure=false") {
+			t.Errorf("%s args %q lack --metrics-secure=false", d.Name, c.Args)
+		}
+	}
+	if objs.find("ClusterRole", chartMetricsAuth) != nil || objs.find("ClusterRoleBinding", chartMetricsAuth) != nil {
+		t.Errorf("metrics-auth RBAC is rendered though metrics are plain HTTP")
+	}
+	sm := objs.find("ServiceMonitor", release)
+	if sm == nil {
+		t.Fatalf("no ServiceMonitor %s", release)
+	}
+	endpoints, _, _ := unstructured.NestedSlice(sm.Object, "spec", "endpoints")
+	if ep := endpoints[0].(map[string]any); ep["scheme"] != "http" || ep["bearerTokenFile"] != nil || ep["tlsConfig"] != nil {
+		t.Errorf("plain metrics ServiceMonitor endpoint = %v, want scheme http and no token or TLS", ep)
 	}
 }
 
@@ -283,6 +573,9 @@ func TestChartRefusesBrokenValues(t *testing.T) {
 		want string
 	}{
 		"replicas without leader election": {[]string{"leaderElection.enabled=false"}, "needs leaderElection.enabled"},
+		"a namespace that is no name":      {[]string{"watchNamespaces={Im_Prod}"}, "watchNamespaces"},
+		"the old replicaCount":             {[]string{"replicaCount=3"}, "replicaCount"},
+		"a token Secret without namespace": {[]string{"receiver.tokenSecrets[0].name=im-token"}, "namespace"},
 		"TLS without a certificate source": {[]string{"receiver.tls.enabled=true"}, "receiver.tls.secretName"},
 		"cert-manager without an issuer":   {[]string{"receiver.tls.enabled=true", "receiver.tls.certManager.enabled=true"}, "issuerRef.name"},
 		"cert-manager without TLS":         {[]string{"receiver.tls.certManager.enabled=true"}, "needs receiver.tls.enabled"},
@@ -304,7 +597,7 @@ func TestChartRefusesBrokenValues(t *testing.T) {
 }
 
 // The chart's copies of generated files must be current: Helm installs the
-// CRDs from crds/ and renders the ClusterRole from files/manager-role.yaml.
+// CRDs from crds/ and renders the roles from files/.
 func TestChartCopiesAreCurrent(t *testing.T) {
 	bases, err := filepath.Glob(filepath.Join(root, generatedCRDs, "*.yaml"))
 	if err != nil || len(bases) == 0 {
@@ -314,7 +607,11 @@ func TestChartCopiesAreCurrent(t *testing.T) {
 	if len(copies) != len(bases) {
 		t.Errorf("%s/crds holds %d files, %s %d: run `make chart-crds`", chartDir, len(copies), generatedCRDs, len(bases))
 	}
-	pairs := map[string]string{generatedRole: filepath.Join(chartDir, "files", "manager-role.yaml")}
+	pairs := map[string]string{
+		generatedRole:            filepath.Join(chartDir, "files", "manager-role.yaml"),
+		generatedReceiverRole:    filepath.Join(chartDir, "files", "receiver-role.yaml"),
+		generatedMetricsAuthRole: filepath.Join(chartDir, "files", "metrics-auth-role.yaml"),
+	}
 	for _, b := range bases {
 		pairs[filepath.Join(generatedCRDs, filepath.Base(b))] = filepath.Join(chartDir, "crds", filepath.Base(b))
 	}
@@ -341,9 +638,14 @@ func chartAppVersion(t *testing.T) string {
 // tlsSecretOf returns the Secret mounted at the receiver's certificate
 // folder, or "".
 func tlsSecretOf(d *appsv1.Deployment) string {
+	return secretMountedAt(d, "/etc/receiver-tls")
+}
+
+// secretMountedAt returns the Secret mounted at path, or "".
+func secretMountedAt(d *appsv1.Deployment, path string) string {
 	c := d.Spec.Template.Spec.Containers[0]
 	for _, m := range c.VolumeMounts {
-		if m.MountPath != "/etc/receiver-tls" {
+		if m.MountPath != path {
 			continue
 		}
 		for _, v := range d.Spec.Template.Spec.Volumes {

@@ -1,81 +1,193 @@
 package install
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
+	"crypto/tls"
 	"encoding/hex"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/url"
+	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
+	"syscall"
 	"testing"
 	"time"
 
 	. "github.com/onsi/gomega"
+	authenticationv1 "k8s.io/api/authentication/v1"
+	authorizationv1 "k8s.io/api/authorization/v1"
 	batchv1 "k8s.io/api/batch/v1"
+	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/rest"
-	ctrl "sigs.k8s.io/controller-runtime"
-	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	snsv1alpha1 "github.com/imcallback/friend-deletion-operator/api/v1alpha1"
-	"github.com/imcallback/friend-deletion-operator/controllers"
-	"github.com/imcallback/friend-deletion-operator/webhook"
 )
 
-// TestManagerRunsWithInstalledPermissions installs the kubectl bundle, then
-// runs the manager as its ServiceAccount (impersonated, with the generated
-// ClusterRole and the leader-election Role and nothing more) and sends a
-// callback through: it must be stored, its Job created, and the
-// FriendDeletion must reach Succeeded once the Job completes. Then a callback
-// of many pairs, whose Job reads its pairs from a ConfigMap.
-func TestManagerRunsWithInstalledPermissions(t *testing.T) {
+// TestRolesRunWithInstalledPermissions installs the kubectl bundle and runs
+// the real manager binary twice, as the bundle's Deployments do: once with
+// --role=receiver as the receiver's ServiceAccount and once with
+// --role=controllers (leader-elected) as the controllers' ServiceAccount,
+// each impersonated with its installed bindings and nothing more. A signed
+// callback goes through to Succeeded, a callback of many pairs gets its
+// ConfigMap, the receiver's counters reach the config's status, and neither
+// process is refused anything by the API server along the way. Then the
+// metrics of both are scraped: refused without a token or with one not
+// bound to metrics-reader, served with one that is.
+func TestRolesRunWithInstalledPermissions(t *testing.T) {
 	g := NewWithT(t)
 	apply(t, filepath.Join(root, bundleFile))
+	bin := managerBinary(t)
 
-	asManager := rest.CopyConfig(env.Config)
-	asManager.Impersonate = rest.ImpersonationConfig{
-		UserName: fmt.Sprintf("system:serviceaccount:%s:%s", bundleNS, bundleSA),
-		Groups:   []string{"system:serviceaccounts", "system:serviceaccounts:" + bundleNS, "system:authenticated"},
-	}
-	receiverAddr := freeLoopbackAddr(t)
-	receiverOpts := webhook.DefaultOptions()
-	receiverOpts.BindAddress = receiverAddr
-	receiverOpts.StatusFlushInterval = 200 * time.Millisecond
-
-	mgr, err := ctrl.NewManager(asManager, ctrl.Options{
-		Scheme:                  env.Scheme,
-		Metrics:                 metricsserver.Options{BindAddress: "0"},
-		HealthProbeBindAddress:  "0",
-		LeaderElection:          true,
-		LeaderElectionNamespace: bundleNS,
-		LeaderElectionID:        "least-privilege-test",
-		Cache: cache.Options{
-			DefaultTransform: cache.TransformStripManagedFields(),
-			ByObject:         controllers.CacheByObject(),
-		},
-	})
-	g.Expect(err).NotTo(HaveOccurred())
-	g.Expect(webhook.SetupWithManager(mgr, receiverOpts)).To(Succeed())
-	g.Expect(controllers.SetupWithManager(mgr, controllers.DefaultOptions())).To(Succeed())
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- mgr.Start(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("manager stopped with an error: %v", err)
-		}
-	})
+	receiverAddr, receiverMetrics, controllersMetrics := freeLoopbackAddr(t), freeLoopbackAddr(t), freeLoopbackAddr(t)
+	receiver := startManager(t, bin, "receiver", kubeconfigAs(t, bundleNS, bundleReceiverSA),
+		"--role=receiver",
+		"--receiver-bind-address="+receiverAddr,
+		"--receiver-status-flush-interval=200ms",
+		"--metrics-bind-address="+receiverMetrics,
+		"--health-probe-bind-address=0",
+	)
+	controllers := startManager(t, bin, "controllers", kubeconfigAs(t, bundleNS, bundleSA),
+		"--role=controllers",
+		"--leader-elect",
+		"--leader-election-namespace="+bundleNS,
+		"--leader-election-id=least-privilege-test",
+		"--metrics-bind-address="+controllersMetrics,
+		"--health-probe-bind-address=0",
+	)
 
 	ns := env.Namespace(t)
+	callbackURL, cfg := callbackToSucceeded(t, receiverAddr, ns)
+
+	// A deletion of many pairs (over controllers.InlinePairsLimit as JSON)
+	// gets its pairs file from a ConfigMap, also owned by the FriendDeletion.
+	var pairs []string
+	for i := range 200 {
+		pairs = append(pairs, fmt.Sprintf(`{"From_Account":"id","To_Account":"friend-%03d"}`, i))
+	}
+	body := `{"CallbackCommand":"Sns.CallbackFriendDelete","PairList":[` + strings.Join(pairs, ",") + `]}`
+	g.Eventually(func(g Gomega) {
+		resp, err := http.Post(callbackURL, "application/json", strings.NewReader(body))
+		g.Expect(err).NotTo(HaveOccurred())
+		defer resp.Body.Close()
+		g.Expect(resp.StatusCode).To(Equal(http.StatusOK))
+	}).WithTimeout(time.Minute).WithPolling(200 * time.Millisecond).Should(Succeed())
+	g.Eventually(func(g Gomega) {
+		var cms corev1.ConfigMapList
+		g.Expect(env.Client.List(t.Context(), &cms, client.InNamespace(ns), client.HasLabels{snsv1alpha1.LabelFriendDeletion})).To(Succeed())
+		g.Expect(cms.Items).To(HaveLen(1))
+		g.Expect(cms.Items[0].OwnerReferences).To(ConsistOf(HaveField("Kind", "FriendDeletion")))
+		var jobs batchv1.JobList
+		g.Expect(env.Client.List(t.Context(), &jobs, client.InNamespace(ns))).To(Succeed())
+		g.Expect(jobs.Items).To(HaveLen(2))
+	}).WithTimeout(time.Minute).WithPolling(100 * time.Millisecond).Should(Succeed())
+
+	// The receiver's batched counters reach the config's status too.
+	g.Eventually(func(g Gomega) {
+		got := &snsv1alpha1.CallbackConfig{}
+		g.Expect(env.Client.Get(t.Context(), client.ObjectKeyFromObject(cfg), got)).To(Succeed())
+		g.Expect(got.Status.AcceptedCallbacks).To(BeNumerically(">=", 2))
+	}).WithTimeout(time.Minute).WithPolling(100 * time.Millisecond).Should(Succeed())
+
+	// The controllers hold the leader-election Lease; the receiver elects
+	// no leader (and may not read Leases).
+	lease := &coordinationv1.Lease{}
+	g.Expect(env.Client.Get(t.Context(), client.ObjectKey{Namespace: bundleNS, Name: "least-privilege-test"}, lease)).To(Succeed())
+	g.Expect(lease.Spec.HolderIdentity).NotTo(BeNil())
+
+	// Authenticated metrics, on both roles: no token is 401, a token whose
+	// ServiceAccount is not bound to metrics-reader is 403, a bound one is
+	// served.
+	scraper, stranger := env.Namespace(t), env.Namespace(t)
+	allowedToken := serviceAccountToken(t, scraper, "prometheus")
+	strangerToken := serviceAccountToken(t, stranger, "prometheus")
+	crb := &rbacv1.ClusterRoleBinding{
+		ObjectMeta: metav1.ObjectMeta{GenerateName: "metrics-reader-"},
+		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: "friend-deletion-operator-metrics-reader"},
+		Subjects:   []rbacv1.Subject{{Kind: "ServiceAccount", Namespace: scraper, Name: "prometheus"}},
+	}
+	g.Expect(env.Client.Create(t.Context(), crb)).To(Succeed())
+	t.Cleanup(func() { _ = env.Client.Delete(context.Background(), crb) })
+	waitForMetricsReader(t, scraper, "prometheus")
+	for name, addr := range map[string]string{"controllers": controllersMetrics, "receiver": receiverMetrics} {
+		t.Run("metrics of the "+name, func(t *testing.T) {
+			g := NewWithT(t)
+			g.Eventually(func(g Gomega) {
+				code, _ := scrape(g, addr, "")
+				g.Expect(code).To(Equal(http.StatusUnauthorized))
+			}).WithTimeout(time.Minute).WithPolling(200 * time.Millisecond).Should(Succeed())
+			code, _ := scrape(g, addr, strangerToken)
+			g.Expect(code).To(Equal(http.StatusForbidden))
+			code, metrics := scrape(g, addr, allowedToken)
+			g.Expect(code).To(Equal(http.StatusOK))
+			want := "controller_runtime_reconcile_total"
+			if name == "receiver" {
+				want = "callbacks_total"
+			}
+			g.Expect(metrics).To(ContainSubstring(want))
+		})
+	}
+
+	// Every permission the two processes used was granted: no request of
+	// theirs was refused, in the foreground or by an informer retrying.
+	for _, p := range []*managerProcess{receiver, controllers} {
+		g.Expect(p.log()).NotTo(ContainSubstring("forbidden"), "the %s process was refused a request", p.name)
+	}
+}
+
+// TestRolesRunWatchingNamespaces installs the Helm chart with
+// watchNamespaces, so both identities hold Roles in one namespace and no
+// ClusterRole but the metrics-auth one, and runs the binary in both roles
+// with --watch-namespaces as their ServiceAccounts: a callback in the
+// watched namespace goes through to Succeeded with nothing refused.
+func TestRolesRunWatchingNamespaces(t *testing.T) {
+	g := NewWithT(t)
+	release, watched := env.Namespace(t), env.Namespace(t)
+	apply(t, writeTemp(t, "chart.yaml", mustHelmTemplate(t, release, "--set", "watchNamespaces={"+watched+"}")))
+	bin := managerBinary(t)
+
+	receiverAddr := freeLoopbackAddr(t)
+	receiver := startManager(t, bin, "receiver", kubeconfigAs(t, release, chartReceiver),
+		"--role=receiver",
+		"--watch-namespaces="+watched,
+		"--receiver-bind-address="+receiverAddr,
+		"--metrics-bind-address=0",
+		"--health-probe-bind-address=0",
+	)
+	controllers := startManager(t, bin, "controllers", kubeconfigAs(t, release, chartControllers),
+		"--role=controllers",
+		"--watch-namespaces="+watched,
+		"--leader-elect",
+		"--leader-election-namespace="+release,
+		"--metrics-bind-address=0",
+		"--health-probe-bind-address=0",
+	)
+	callbackToSucceeded(t, receiverAddr, watched)
+	for _, p := range []*managerProcess{receiver, controllers} {
+		g.Expect(p.log()).NotTo(ContainSubstring("forbidden"), "the %s process was refused a request", p.name)
+	}
+}
+
+// callbackToSucceeded creates a token Secret and a CallbackConfig with one
+// job step in ns, waits for the config to be Ready, sends a signed callback
+// to the receiver at receiverAddr, plays the Job controller, and waits for
+// the FriendDeletion to reach Succeeded. It returns the callback URL and
+// the config.
+func callbackToSucceeded(t *testing.T, receiverAddr, ns string) (string, *snsv1alpha1.CallbackConfig) {
+	t.Helper()
+	g := NewWithT(t)
 	const token = "least-privilege-token"
 	g.Expect(env.Client.Create(t.Context(), &corev1.Secret{
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "im-token"},
@@ -97,7 +209,7 @@ func TestManagerRunsWithInstalledPermissions(t *testing.T) {
 	}
 	g.Expect(env.Client.Create(t.Context(), cfg)).To(Succeed())
 
-	// The CallbackConfig reconciler, reading the Secret as the manager,
+	// The CallbackConfig reconciler, reading the Secret as the controllers,
 	// reports the config Ready.
 	g.Eventually(func(g Gomega) {
 		got := &snsv1alpha1.CallbackConfig{}
@@ -107,8 +219,8 @@ func TestManagerRunsWithInstalledPermissions(t *testing.T) {
 			HaveField("Type", snsv1alpha1.ConditionReady), HaveField("Status", metav1.ConditionTrue))))
 	}).WithTimeout(time.Minute).WithPolling(100 * time.Millisecond).Should(Succeed())
 
-	// A signed callback is stored: the receiver read the token Secret and
-	// created the FriendDeletion with the manager's permissions.
+	// A signed callback is stored: the receiver read the token Secret by
+	// name and created the FriendDeletion with its own permissions.
 	now := strconv.FormatInt(time.Now().Unix(), 10)
 	sum := sha256.Sum256([]byte(token + now))
 	q := url.Values{
@@ -139,42 +251,162 @@ func TestManagerRunsWithInstalledPermissions(t *testing.T) {
 	}).WithTimeout(time.Minute).WithPolling(100 * time.Millisecond).Should(Succeed())
 	g.Expect(job.Labels).To(HaveKeyWithValue(snsv1alpha1.LabelFriendDeletion, fd.Name))
 
-	// Play the Job controller; the manager sees the Job complete.
+	// Play the Job controller; the controllers see the Job complete.
 	completeJob(t, &job)
 	g.Eventually(func(g Gomega) {
 		g.Expect(env.Client.Get(t.Context(), client.ObjectKeyFromObject(&fd), &fd)).To(Succeed())
 		g.Expect(fd.Status.Phase).To(Equal(snsv1alpha1.PhaseSucceeded))
 	}).WithTimeout(time.Minute).WithPolling(100 * time.Millisecond).Should(Succeed())
 
-	// A deletion of many pairs (over controllers.InlinePairsLimit as JSON)
-	// gets its pairs file from a ConfigMap, also owned by the FriendDeletion.
-	var pairs []string
-	for i := range 200 {
-		pairs = append(pairs, fmt.Sprintf(`{"From_Account":"id","To_Account":"friend-%03d"}`, i))
-	}
-	body = `{"CallbackCommand":"Sns.CallbackFriendDelete","PairList":[` + strings.Join(pairs, ",") + `]}`
-	g.Eventually(func(g Gomega) {
-		resp, err := http.Post(callbackURL, "application/json", strings.NewReader(body))
-		g.Expect(err).NotTo(HaveOccurred())
-		defer resp.Body.Close()
-		g.Expect(resp.StatusCode).To(Equal(http.StatusOK))
-	}).WithTimeout(time.Minute).WithPolling(200 * time.Millisecond).Should(Succeed())
-	g.Eventually(func(g Gomega) {
-		var cms corev1.ConfigMapList
-		g.Expect(env.Client.List(t.Context(), &cms, client.InNamespace(ns), client.HasLabels{snsv1alpha1.LabelFriendDeletion})).To(Succeed())
-		g.Expect(cms.Items).To(HaveLen(1))
-		g.Expect(cms.Items[0].OwnerReferences).To(ConsistOf(HaveField("Kind", "FriendDeletion")))
-		var jobs batchv1.JobList
-		g.Expect(env.Client.List(t.Context(), &jobs, client.InNamespace(ns))).To(Succeed())
-		g.Expect(jobs.Items).To(HaveLen(2))
-	}).WithTimeout(time.Minute).WithPolling(100 * time.Millisecond).Should(Succeed())
+	return callbackURL, cfg
+}
 
-	// The receiver's batched counters reach the config's status too.
-	g.Eventually(func(g Gomega) {
-		got := &snsv1alpha1.CallbackConfig{}
-		g.Expect(env.Client.Get(t.Context(), client.ObjectKeyFromObject(cfg), got)).To(Succeed())
-		g.Expect(got.Status.AcceptedCallbacks).To(BeNumerically(">=", 2))
-	}).WithTimeout(time.Minute).WithPolling(100 * time.Millisecond).Should(Succeed())
+// scrape GETs /metrics over HTTPS (the pods' certificate is self-signed)
+// with a bearer token, when given; it returns the status and body.
+func scrape(g Gomega, addr, token string) (int, string) {
+	req, err := http.NewRequest(http.MethodGet, "https://"+addr+"/metrics", nil)
+	g.Expect(err).NotTo(HaveOccurred())
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	c := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}} //nolint:gosec // a self-signed test certificate
+	resp, err := c.Do(req)
+	g.Expect(err).NotTo(HaveOccurred())
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	g.Expect(err).NotTo(HaveOccurred())
+	return resp.StatusCode, string(b)
+}
+
+// serviceAccountToken creates a ServiceAccount and returns a token for it.
+func serviceAccountToken(t *testing.T, ns, name string) string {
+	t.Helper()
+	sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}}
+	if err := env.Client.Create(t.Context(), sa); err != nil {
+		t.Fatal(err)
+	}
+	tr := &authenticationv1.TokenRequest{}
+	if err := env.Client.SubResource("token").Create(t.Context(), sa, tr); err != nil {
+		t.Fatalf("requesting a token for %s/%s: %v", ns, name, err)
+	}
+	return tr.Status.Token
+}
+
+// waitForMetricsReader waits until the authorizer lets the ServiceAccount
+// get /metrics, so that the manager's authorizer, which remembers a denial
+// for 30 seconds, is not asked before the binding is seen.
+func waitForMetricsReader(t *testing.T, ns, sa string) {
+	t.Helper()
+	NewWithT(t).Eventually(func(g Gomega) {
+		sar := &authorizationv1.SubjectAccessReview{Spec: authorizationv1.SubjectAccessReviewSpec{
+			User:                  fmt.Sprintf("system:serviceaccount:%s:%s", ns, sa),
+			Groups:                []string{"system:serviceaccounts", "system:serviceaccounts:" + ns, "system:authenticated"},
+			NonResourceAttributes: &authorizationv1.NonResourceAttributes{Path: "/metrics", Verb: "get"},
+		}}
+		g.Expect(env.Client.Create(t.Context(), sar)).To(Succeed())
+		g.Expect(sar.Status.Allowed).To(BeTrue())
+	}).WithTimeout(30 * time.Second).WithPolling(50 * time.Millisecond).Should(Succeed())
+}
+
+// managerBinary is the manager built from this checkout into the test's
+// temporary folder, or $MANAGER when set (make test-e2e builds bin/manager).
+func managerBinary(t *testing.T) string {
+	t.Helper()
+	if bin := os.Getenv("MANAGER"); bin != "" {
+		return bin
+	}
+	bin := filepath.Join(t.TempDir(), "manager")
+	cmd := exec.CommandContext(t.Context(), "go", "build", "-o", bin, ".")
+	cmd.Dir = root
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// kubeconfigAs writes a kubeconfig that reaches the test's API server as the
+// administrator impersonating a ServiceAccount, so that requests are
+// authorized as that ServiceAccount's.
+func kubeconfigAs(t *testing.T, ns, sa string) string {
+	t.Helper()
+	server := env.Config.Host
+	if !strings.Contains(server, "://") {
+		server = "https://" + server
+	}
+	kc := clientcmdapi.NewConfig()
+	kc.Clusters["envtest"] = &clientcmdapi.Cluster{Server: server, CertificateAuthorityData: env.Config.CAData}
+	kc.AuthInfos[sa] = &clientcmdapi.AuthInfo{
+		ClientCertificateData: env.Config.CertData,
+		ClientKeyData:         env.Config.KeyData,
+		Token:                 env.Config.BearerToken,
+		Impersonate:           fmt.Sprintf("system:serviceaccount:%s:%s", ns, sa),
+		ImpersonateGroups:     []string{"system:serviceaccounts", "system:serviceaccounts:" + ns, "system:authenticated"},
+	}
+	kc.Contexts[sa] = &clientcmdapi.Context{Cluster: "envtest", AuthInfo: sa}
+	kc.CurrentContext = sa
+	path := filepath.Join(t.TempDir(), sa+".kubeconfig")
+	if err := clientcmd.WriteToFile(*kc, path); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// managerProcess is a running manager binary.
+type managerProcess struct {
+	name string
+	cmd  *exec.Cmd
+	out  *syncBuffer
+}
+
+func (p *managerProcess) log() string { return p.out.String() }
+
+// startManager runs the manager binary with a kubeconfig and flags until
+// the test ends, then stops it as Kubernetes would (SIGTERM) and prints its
+// log if the test failed.
+func startManager(t *testing.T, bin, name, kubeconfig string, args ...string) *managerProcess {
+	t.Helper()
+	p := &managerProcess{name: name, out: &syncBuffer{}}
+	p.cmd = exec.Command(bin, append([]string{"--kubeconfig=" + kubeconfig}, args...)...)
+	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
+	if err := p.cmd.Start(); err != nil {
+		t.Fatalf("starting the %s: %v", name, err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- p.cmd.Wait() }()
+	t.Cleanup(func() {
+		_ = p.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case err := <-exited:
+			if err != nil {
+				t.Errorf("the %s stopped with %v", name, err)
+			}
+		case <-time.After(30 * time.Second):
+			_ = p.cmd.Process.Kill()
+			t.Errorf("the %s did not stop within 30s of SIGTERM", name)
+		}
+		if t.Failed() {
+			t.Logf("%s log:\n%s", name, p.log())
+		}
+	})
+	return p
+}
+
+// syncBuffer is a bytes.Buffer that a process writes while the test reads.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
 
 // completeJob sets the status the Job controller would, which envtest does

@@ -1,6 +1,7 @@
 package install
 
 import (
+	"strings"
 	"testing"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -9,10 +10,17 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 )
 
-// checkManagerPod checks what every install must give the manager's pods:
-// the restricted pod security settings, the probes on the health port, and
-// the receiver, metrics and health ports the Services point at.
-func checkManagerPod(t *testing.T, d *appsv1.Deployment) corev1.Container {
+// The two roles' ports and arguments: every pod serves metrics and probes;
+// only the receiver's serves callbacks.
+var rolePorts = map[string]map[string]int32{
+	"receiver":    {"receiver": 8080, "metrics": 8443, "health": 8081},
+	"controllers": {"metrics": 8443, "health": 8081},
+}
+
+// checkManagerPod checks what every install must give a role's pods: the
+// restricted pod security settings, the probes on the health port, --role
+// and the ports the Services point at, and no port of the other role.
+func checkManagerPod(t *testing.T, d *appsv1.Deployment, role string) corev1.Container {
 	t.Helper()
 	pod := d.Spec.Template.Spec
 	if len(pod.Containers) != 1 || pod.Containers[0].Name != "manager" {
@@ -46,12 +54,25 @@ func checkManagerPod(t *testing.T, d *appsv1.Deployment) corev1.Container {
 		t.Errorf("the manager should have memory requests and limits, got %+v", c.Resources)
 	}
 
-	for name, want := range map[string]int32{"receiver": 8080, "metrics": 9090, "health": 8081} {
-		if got := containerPort(c, name); got != want {
-			t.Errorf("container port %q = %d, want %d", name, got, want)
+	want := rolePorts[role]
+	if len(c.Ports) != len(want) {
+		t.Errorf("the %s pod has ports %+v, want only %v", role, c.Ports, want)
+	}
+	for name, port := range want {
+		if got := containerPort(c, name); got != port {
+			t.Errorf("container port %q = %d, want %d", name, got, port)
 		}
 	}
-	for _, arg := range []string{"--receiver-bind-address=:8080", "--metrics-bind-address=:9090", "--health-probe-bind-address=:8081"} {
+	args := []string{"--role=" + role, "--metrics-bind-address=:8443", "--health-probe-bind-address=:8081"}
+	if role == "receiver" {
+		args = append(args, "--receiver-bind-address=:8080")
+		for _, a := range c.Args {
+			if strings.HasPrefix(a, "--leader-elect") {
+				t.Errorf("the receiver elects no leader, but has %s", a)
+			}
+		}
+	}
+	for _, arg := range args {
 		if !hasArg(c.Args, arg) {
 			t.Errorf("args %q lack %s", c.Args, arg)
 		}
@@ -72,12 +93,20 @@ func checkProbe(t *testing.T, kind string, p *corev1.Probe, path string) {
 	}
 }
 
-// checkServiceReaches checks that a Service selects the Deployment's pods
-// and forwards its one port to the named container port.
-func checkServiceReaches(t *testing.T, svc *corev1.Service, d *appsv1.Deployment, targetPort string, port int32) {
+// checkServiceReaches checks that a Service selects the pods of the
+// Deployments given and of no other, and forwards its one port to the named
+// container port.
+func checkServiceReaches(t *testing.T, svc *corev1.Service, all []*appsv1.Deployment, reaches []*appsv1.Deployment, targetPort string, port int32) {
 	t.Helper()
-	if len(svc.Spec.Selector) == 0 || !labels.SelectorFromSet(svc.Spec.Selector).Matches(labels.Set(d.Spec.Template.Labels)) {
-		t.Errorf("Service %s selector %v does not match the pod labels %v", svc.Name, svc.Spec.Selector, d.Spec.Template.Labels)
+	for _, d := range all {
+		selected := len(svc.Spec.Selector) > 0 && labels.SelectorFromSet(svc.Spec.Selector).Matches(labels.Set(d.Spec.Template.Labels))
+		want := false
+		for _, r := range reaches {
+			want = want || r == d
+		}
+		if selected != want {
+			t.Errorf("Service %s selector %v selects Deployment %s's pods (labels %v): %v, want %v", svc.Name, svc.Spec.Selector, d.Name, d.Spec.Template.Labels, selected, want)
+		}
 	}
 	if len(svc.Spec.Ports) != 1 {
 		t.Fatalf("Service %s has %d ports, want 1", svc.Name, len(svc.Spec.Ports))

@@ -28,19 +28,34 @@ app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end }}
 
-{{/* Labels that select the manager's pods. */}}
+{{/* Labels that select the release's pods, of both roles. */}}
 {{- define "fdo.selectorLabels" -}}
 app.kubernetes.io/name: {{ include "fdo.name" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}
-control-plane: controller-manager
 {{- end }}
 
-{{/* The manager's ServiceAccount. */}}
+{{/*
+Labels that select one role's pods. Called with (list $ "receiver") or
+(list $ "controllers").
+*/}}
+{{- define "fdo.componentSelectorLabels" -}}
+{{ include "fdo.selectorLabels" (index . 0) }}
+app.kubernetes.io/component: {{ index . 1 }}
+{{- end }}
+
+{{/*
+A role's ServiceAccount: <fullname>-<role> unless named. Called with
+(list $ "receiver") or (list $ "controllers").
+*/}}
 {{- define "fdo.serviceAccountName" -}}
-{{- if .Values.serviceAccount.create }}
-{{- default (include "fdo.fullname" .) .Values.serviceAccount.name }}
+{{- $root := index . 0 }}
+{{- $role := index . 1 }}
+{{- $key := printf "%sName" $role }}
+{{- $name := get $root.Values.serviceAccount $key }}
+{{- if $root.Values.serviceAccount.create }}
+{{- default (printf "%s-%s" (include "fdo.fullname" $root) $role) $name }}
 {{- else }}
-{{- required "serviceAccount.name is required when serviceAccount.create is false" .Values.serviceAccount.name }}
+{{- required (printf "serviceAccount.%s is required when serviceAccount.create is false" $key) $name }}
 {{- end }}
 {{- end }}
 
@@ -69,8 +84,8 @@ control-plane: controller-manager
 
 {{/* Refuses value combinations that would install something broken. */}}
 {{- define "fdo.validate" -}}
-{{- if and (gt (int .Values.replicaCount) 1) (not .Values.leaderElection.enabled) }}
-{{- fail "replicaCount > 1 needs leaderElection.enabled: without it every replica runs the controllers" }}
+{{- if and (gt (int .Values.controllers.replicaCount) 1) (not .Values.leaderElection.enabled) }}
+{{- fail "controllers.replicaCount > 1 needs leaderElection.enabled: without it every replica runs the controllers" }}
 {{- end }}
 {{- if and .Values.receiver.tls.certManager.enabled (not .Values.receiver.tls.enabled) }}
 {{- fail "receiver.tls.certManager.enabled needs receiver.tls.enabled" }}
