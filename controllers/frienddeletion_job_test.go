@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strings"
 	"testing"
 
 	. "github.com/onsi/gomega"
@@ -146,4 +147,64 @@ func TestJobStepManyPairsComeFromAConfigMap(t *testing.T) {
 	var cms corev1.ConfigMapList
 	g.Expect(env.Client.List(t.Context(), &cms, client.InNamespace(ns), client.HasLabels{snsv1alpha1.LabelFriendDeletion})).To(Succeed())
 	g.Expect(cms.Items).To(HaveLen(1))
+}
+
+// TestJobRefusedByTheAPIServerFailsTheStep uses a template the CRD takes
+// but the Job API refuses (a container name that is not a DNS label): the
+// step fails at once with the API server's message instead of retrying.
+func TestJobRefusedByTheAPIServerFailsTheStep(t *testing.T) {
+	ns := env.Namespace(t)
+	startManager(t, ns, testOptions())
+	bad := jobStep("purge")
+	bad.Job.Spec.Template.Spec.Containers[0].Name = "Clean_Up"
+	create(t, newConfig(ns, "app", bad, jobStep("notify")), newFriendDeletion(ns, "fd1", "app"))
+
+	fd := waitForPhase(t, ns, "fd1", snsv1alpha1.PhaseFailed)
+	g := gt(t)
+	st := stepOf(g, fd, "purge")
+	g.Expect(st.Message).To(SatisfyAll(ContainSubstring("Refused for good"), ContainSubstring("is invalid"), ContainSubstring("Clean_Up")))
+	g.Expect(st.Attempts).To(BeZero())
+	g.Expect(stepOf(g, fd, "notify").Phase).To(Equal(snsv1alpha1.PhasePending))
+	g.Expect(jobsOf(g, ns, "fd1")).To(BeEmpty())
+	gt(t).Eventually(func(g Gomega) []string { return eventsFor(g, ns, "fd1") }).Should(ContainElements("StepFailed", "Failed"))
+}
+
+// TestPairsFileTooLargeForAConfigMapFailsTheStep stores a FriendDeletion
+// whose pairs file would be over 1 MiB (1100 pairs of 128 four-byte
+// characters each side): the step fails saying so, and nothing is created.
+func TestPairsFileTooLargeForAConfigMapFailsTheStep(t *testing.T) {
+	ns := env.Namespace(t)
+	startManager(t, ns, testOptions())
+	wide := strings.Repeat("\U0001F600", 128)
+	pairs := make([]snsv1alpha1.FriendPair, 1100)
+	for i := range pairs {
+		pairs[i] = snsv1alpha1.FriendPair{From: wide, To: fmt.Sprintf("%s%04d", wide[:len(wide)-16], i)}
+	}
+	create(t, newConfig(ns, "app", jobStep("purge")), newFriendDeletion(ns, "fd1", "app", pairs...))
+
+	fd := waitForPhase(t, ns, "fd1", snsv1alpha1.PhaseFailed)
+	g := gt(t)
+	g.Expect(stepOf(g, fd, "purge").Message).To(MatchRegexp(`the pairs file is \d+ bytes, more than the 1048566 a ConfigMap can hold`))
+	g.Expect(jobsOf(g, ns, "fd1")).To(BeEmpty())
+	var cms corev1.ConfigMapList
+	g.Expect(env.Client.List(t.Context(), &cms, client.InNamespace(ns), client.HasLabels{snsv1alpha1.LabelFriendDeletion})).To(Succeed())
+	g.Expect(cms.Items).To(BeEmpty())
+}
+
+// TestPairsFileKeepsHTMLCharacters checks the pairs ConfigMap holds <, >
+// and & as themselves.
+func TestPairsFileKeepsHTMLCharacters(t *testing.T) {
+	ns := env.Namespace(t)
+	startManager(t, ns, testOptions())
+	var many []snsv1alpha1.FriendPair
+	for i := range 200 {
+		many = append(many, snsv1alpha1.FriendPair{From: "<alice&co>", To: fmt.Sprintf("friend-%03d", i)})
+	}
+	create(t, newConfig(ns, "app", jobStep("purge")), newFriendDeletion(ns, "fd1", "app", many...))
+	getJob(t, ns, "fd1-purge")
+	g := gt(t)
+	cm := &corev1.ConfigMap{}
+	g.Expect(env.Client.Get(t.Context(), types.NamespacedName{Namespace: ns, Name: "fd1-pairs"}, cm)).To(Succeed())
+	g.Expect(cm.Data[PairsKey]).To(HavePrefix(`[{"from":"<alice&co>","to":"friend-000"}`))
+	g.Expect(cm.Data[PairsKey]).NotTo(ContainSubstring(`\u003c`))
 }

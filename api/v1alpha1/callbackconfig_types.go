@@ -117,8 +117,14 @@ type CleanupStep struct {
 
 	// job runs a batch/v1 Job from this template for each FriendDeletion.
 	// The container gets the FriendDeletion's details through environment
-	// variables and a pairs file (see the README's Job contract).
+	// variables and a pairs file (see the README's Job contract). The pod
+	// template's restartPolicy must be Never (the default) or OnFailure, and
+	// ttlSecondsAfterFinished is refused: a Job that deletes itself takes
+	// its outcome with it (finished Jobs go with their FriendDeletion at the
+	// end of its retention).
 	// +optional
+	// +kubebuilder:validation:XValidation:rule="!has(self.spec) || !has(self.spec.ttlSecondsAfterFinished)",message="job.spec.ttlSecondsAfterFinished is not allowed: Jobs are deleted with their FriendDeletion at the end of its retention"
+	// +kubebuilder:validation:XValidation:rule="!has(self.spec) || !has(self.spec.template.spec) || !has(self.spec.template.spec.restartPolicy) || self.spec.template.spec.restartPolicy in ['Never', 'OnFailure']",message="job.spec.template.spec.restartPolicy must be Never or OnFailure"
 	Job *batchv1.JobTemplateSpec `json:"job,omitempty"`
 
 	// http POSTs the FriendDeletion as JSON to a URL.
