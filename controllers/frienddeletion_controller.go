@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"sync"
 	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -29,6 +30,9 @@ type FriendDeletionReconciler struct {
 	Recorder  recorder.EventRecorder
 	HTTP      *http.Client
 	Options   Options
+
+	sendsOnce sync.Once
+	sends     *httpSends // http attempts in flight; see httpFlights
 }
 
 // deferStatus is set in a reconcile's context by a step that wants the

@@ -95,5 +95,5 @@ func TestRestartMidRequestDoesNotRepeatASuccessfulPOST(t *testing.T) {
 		g.Expect(requests).To(Equal(2))
 		g.Expect(getFD(g, ns, "fd1").Status.Phase).To(Equal(snsv1alpha1.PhaseSucceeded))
 	}).Should(Succeed())
-	g.Expect(keys).To(Equal(map[string]bool{string(fd.UID): true}))
+	g.Expect(keys).To(Equal(map[string]bool{string(fd.UID) + "/notify": true}))
 }
