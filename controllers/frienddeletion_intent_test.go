@@ -16,16 +16,22 @@ import (
 )
 
 // blockJobs holds back every Job creation in ns: a ResourceQuota on Jobs
-// whose usage no quota controller ever computes (envtest runs none) makes
-// the API server refuse each Job with "status unknown for quota", a
-// transient refusal. The returned func lifts it.
+// whose usage no quota controller computes (envtest runs none; the test
+// writes the status a quota controller would start with) makes the API
+// server refuse each Job with "status unknown for quota", a transient
+// refusal. The returned func lifts it.
 func blockJobs(t *testing.T, ns string) func() {
 	t.Helper()
+	hard := corev1.ResourceList{"count/jobs.batch": resource.MustParse("10")}
 	q := &corev1.ResourceQuota{
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "hold-jobs"},
-		Spec:       corev1.ResourceQuotaSpec{Hard: corev1.ResourceList{"count/jobs.batch": resource.MustParse("10")}},
+		Spec:       corev1.ResourceQuotaSpec{Hard: hard},
 	}
 	create(t, q)
+	q.Status.Hard = hard
+	if err := env.Client.Status().Update(t.Context(), q); err != nil {
+		t.Fatalf("setting quota status: %v", err)
+	}
 	return func() {
 		t.Helper()
 		if err := env.Client.Delete(context.Background(), q); err != nil {

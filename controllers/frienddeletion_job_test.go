@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	. "github.com/onsi/gomega"
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -207,4 +208,61 @@ func TestPairsFileKeepsHTMLCharacters(t *testing.T) {
 	g.Expect(env.Client.Get(t.Context(), types.NamespacedName{Namespace: ns, Name: "fd1-pairs"}, cm)).To(Succeed())
 	g.Expect(cm.Data[PairsKey]).To(HavePrefix(`[{"from":"<alice&co>","to":"friend-000"}`))
 	g.Expect(cm.Data[PairsKey]).NotTo(ContainSubstring(`\u003c`))
+}
+
+// TestJobDeniedByAdmissionPolicyFailsTheStep refuses every Job of the
+// namespace with a ValidatingAdmissionPolicy (403 Forbidden, as an admission
+// webhook would): the step fails at once with the policy's message.
+func TestJobDeniedByAdmissionPolicyFailsTheStep(t *testing.T) {
+	ns := env.Namespace(t)
+	fail := admissionregistrationv1.Deny
+	policy := &admissionregistrationv1.ValidatingAdmissionPolicy{
+		ObjectMeta: metav1.ObjectMeta{Name: "freeze-jobs-" + ns},
+		Spec: admissionregistrationv1.ValidatingAdmissionPolicySpec{
+			FailurePolicy: ptr.To(admissionregistrationv1.Fail),
+			MatchConstraints: &admissionregistrationv1.MatchResources{ResourceRules: []admissionregistrationv1.NamedRuleWithOperations{{
+				RuleWithOperations: admissionregistrationv1.RuleWithOperations{
+					Operations: []admissionregistrationv1.OperationType{admissionregistrationv1.Create},
+					Rule:       admissionregistrationv1.Rule{APIGroups: []string{"batch"}, APIVersions: []string{"v1"}, Resources: []string{"jobs"}},
+				},
+			}}},
+			Validations: []admissionregistrationv1.Validation{{
+				Expression: "false", Message: "Jobs are frozen in this namespace", Reason: ptr.To(metav1.StatusReasonForbidden),
+			}},
+		},
+	}
+	binding := &admissionregistrationv1.ValidatingAdmissionPolicyBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: policy.Name},
+		Spec: admissionregistrationv1.ValidatingAdmissionPolicyBindingSpec{
+			PolicyName:        policy.Name,
+			ValidationActions: []admissionregistrationv1.ValidationAction{fail},
+			MatchResources: &admissionregistrationv1.MatchResources{NamespaceSelector: &metav1.LabelSelector{
+				MatchLabels: map[string]string{"kubernetes.io/metadata.name": ns},
+			}},
+		},
+	}
+	create(t, policy, binding)
+	t.Cleanup(func() {
+		_ = env.Client.Delete(context.Background(), binding)
+		_ = env.Client.Delete(context.Background(), policy)
+	})
+	// Wait until the API server enforces the policy.
+	probe := &batchv1.Job{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "probe"},
+		Spec: batchv1.JobSpec{Template: corev1.PodTemplateSpec{Spec: corev1.PodSpec{
+			RestartPolicy: corev1.RestartPolicyNever,
+			Containers:    []corev1.Container{{Name: "c", Image: "busybox"}},
+		}}},
+	}
+	gt(t).Eventually(func() bool {
+		return apierrors.IsForbidden(env.Client.Create(t.Context(), probe.DeepCopy(), client.DryRunAll))
+	}).Should(BeTrue())
+
+	startManager(t, ns, testOptions())
+	create(t, newConfig(ns, "app", jobStep("purge")), newFriendDeletion(ns, "fd1", "app"))
+	fd := waitForPhase(t, ns, "fd1", snsv1alpha1.PhaseFailed)
+	g := gt(t)
+	g.Expect(stepOf(g, fd, "purge").Message).To(SatisfyAll(ContainSubstring("Refused for good"),
+		ContainSubstring("denied request"), ContainSubstring("Jobs are frozen in this namespace")))
+	g.Expect(jobsOf(g, ns, "fd1")).To(BeEmpty())
 }
