@@ -26,7 +26,7 @@ func TestJobStepRunsJobWithContractAndSucceeds(t *testing.T) {
 	create(t, newConfig(ns, "app", jobStep("purge")), newFriendDeletion(ns, "fd1", "app"))
 
 	job := getJob(t, ns, "fd1-purge")
-	fd := waitForPhase(t, ns, "fd1", snsv1alpha1.PhaseRunning)
+	fd := waitForJobSeen(t, ns, "fd1", "purge")
 
 	// The Job: owned by the FriendDeletion, labelled, with the contract.
 	g := gt(t)
@@ -265,4 +265,16 @@ func TestJobDeniedByAdmissionPolicyFailsTheStep(t *testing.T) {
 	g.Expect(stepOf(g, fd, "purge").Message).To(SatisfyAll(ContainSubstring("Refused for good"),
 		ContainSubstring("denied request"), ContainSubstring("Jobs are frozen in this namespace")))
 	g.Expect(jobsOf(g, ns, "fd1")).To(BeEmpty())
+}
+
+// waitForJobSeen waits until the step records its Job as seen (attempts 1)
+// and returns the FriendDeletion.
+func waitForJobSeen(t *testing.T, ns, name, step string) *snsv1alpha1.FriendDeletion {
+	t.Helper()
+	var fd *snsv1alpha1.FriendDeletion
+	gt(t).Eventually(func(g Gomega) {
+		fd = getFD(g, ns, name)
+		g.Expect(stepOf(g, fd, step).Attempts).To(Equal(int32(1)))
+	}).Should(Succeed())
+	return fd
 }

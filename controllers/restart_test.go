@@ -31,6 +31,7 @@ func TestRestartDoesNotCreateASecondJob(t *testing.T) {
 	m1.Stop()
 
 	startManager(t, ns, testOptions())
+	waitForJobSeen(t, ns, "fd1", "purge")
 	g := gt(t)
 	g.Consistently(func(g Gomega) {
 		g.Expect(jobsOf(g, ns, "fd1")).To(HaveLen(1))
