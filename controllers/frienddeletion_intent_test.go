@@ -73,9 +73,12 @@ func TestStepOrderIsRecordedBeforeTheJob(t *testing.T) {
 	create(t, cfg, newFriendDeletion(ns, "fd1", "app"))
 	waitForJobIntent(t, ns, "fd1", "purge", "purge", "notify")
 
-	cfg.Spec.Cleanup = []snsv1alpha1.CleanupStep{jobStep("notify"), jobStep("purge")}
 	g := gt(t)
-	g.Expect(env.Client.Update(t.Context(), cfg)).To(Succeed())
+	g.Eventually(func(g Gomega) {
+		g.Expect(env.Client.Get(t.Context(), client.ObjectKeyFromObject(cfg), cfg)).To(Succeed())
+		cfg.Spec.Cleanup = []snsv1alpha1.CleanupStep{jobStep("notify"), jobStep("purge")}
+		g.Expect(env.Client.Update(t.Context(), cfg)).To(Succeed())
+	}).Should(Succeed())
 	lift()
 
 	first := getJob(t, ns, "fd1-purge")
