@@ -136,7 +136,8 @@ func TestCallbackConfigDefaults(t *testing.T) {
 	ns := env.Namespace(t)
 	c := validConfig(ns)
 	c.Spec.Cleanup = append(c.Spec.Cleanup, snsv1alpha1.CleanupStep{
-		Name: "notify-backend", HTTP: &snsv1alpha1.HTTPStep{URL: "https://backend.example.com/hooks/friend-deleted"}})
+		Name: "notify-backend", HTTP: &snsv1alpha1.HTTPStep{URL: "https://backend.example.com/hooks/friend-deleted",
+			CABundleRef: &snsv1alpha1.ConfigMapKeyRef{Name: "backend-ca"}}})
 	// OnFailure is a restartPolicy a Job takes.
 	c.Spec.Cleanup[0].Job.Spec.Template.Spec.RestartPolicy = corev1.RestartPolicyOnFailure
 	g.Expect(env.Client.Create(t.Context(), c)).To(Succeed())
@@ -148,6 +149,7 @@ func TestCallbackConfigDefaults(t *testing.T) {
 	g.Expect(got.Spec.Retention.Failed.Duration).To(Equal(168 * time.Hour))
 	g.Expect(got.Spec.Cleanup[1].HTTP.Timeout.Duration).To(Equal(10 * time.Second))
 	g.Expect(got.Spec.Cleanup[1].HTTP.MaxAttempts).To(Equal(int32(5)))
+	g.Expect(got.Spec.Cleanup[1].HTTP.CABundleRef.Key).To(Equal("ca.crt"))
 }
 
 func TestFriendDeletionValidation(t *testing.T) {
