@@ -39,8 +39,9 @@ func (r *FriendDeletionReconciler) reconcileSteps(ctx context.Context, p *status
 // reconcileStep starts or follows one step. A Pending step takes the
 // config's current definition of its name, kind included; when the config
 // or its entry is gone the step fails (ConfigNotFound, StepRemoved). A
-// Running job step follows its Job to the end even then; a Running http or
-// external step needs its definition and fails without it.
+// Running job step follows its Job to the end even then (or fails, if its
+// Job was never created); a Running http or external step needs its
+// definition and fails without it.
 func (r *FriendDeletionReconciler) reconcileStep(ctx context.Context, p *statusPatcher, fd *snsv1alpha1.FriendDeletion, cfg *snsv1alpha1.CallbackConfig, name string) (ctrl.Result, error) {
 	st := stepstatus.Find(fd, name)
 	spec := findCleanupStep(cfg, name)
