@@ -70,7 +70,11 @@ const (
 // ConfigNotFound / StepRemoved for a Job never created).
 func (r *FriendDeletionReconciler) reconcileJobStep(ctx context.Context, p *statusPatcher, fd *snsv1alpha1.FriendDeletion, cfg *snsv1alpha1.CallbackConfig, spec *snsv1alpha1.CleanupStep, st *snsv1alpha1.StepStatus) (ctrl.Result, error) {
 	name := jobName(fd.Name, st.Name)
-	job, err := r.getJob(ctx, fd.Namespace, name, st.Attempts > 0)
+	// Once the Job is recorded (intent or seen) a cache miss is confirmed
+	// with the API server: the cache often lags behind a Job created a
+	// moment ago, and one read is cheaper than a create refused as
+	// AlreadyExists followed by that read.
+	job, err := r.getJob(ctx, fd.Namespace, name, st.JobName == name)
 	if err != nil {
 		return ctrl.Result{}, err
 	}
