@@ -41,7 +41,8 @@ type deferStatusKey struct{}
 
 // deferStatus asks the running reconcile not to write the status: the
 // watch event of what the step just created reconciles again (at low
-// priority) and records it then.
+// priority) and records it then, or the step wrote the status itself (an
+// http attempt's claim, whose outcome its sender writes).
 func deferStatus(ctx context.Context) {
 	if p, ok := ctx.Value(deferStatusKey{}).(*bool); ok {
 		*p = true
