@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"sync"
 	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -29,6 +30,9 @@ type FriendDeletionReconciler struct {
 	Recorder  recorder.EventRecorder
 	HTTP      *http.Client
 	Options   Options
+
+	sendsOnce sync.Once
+	sends     *httpSends // http attempts in flight; see httpFlights
 }
 
 // deferStatus is set in a reconcile's context by a step that wants the
@@ -37,7 +41,8 @@ type deferStatusKey struct{}
 
 // deferStatus asks the running reconcile not to write the status: the
 // watch event of what the step just created reconciles again (at low
-// priority) and records it then.
+// priority) and records it then, or the step wrote the status itself (an
+// http attempt's claim, whose outcome its sender writes).
 func deferStatus(ctx context.Context) {
 	if p, ok := ctx.Value(deferStatusKey{}).(*bool); ok {
 		*p = true

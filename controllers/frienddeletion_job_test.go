@@ -4,9 +4,11 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strings"
 	"testing"
 
 	. "github.com/onsi/gomega"
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -24,7 +26,7 @@ func TestJobStepRunsJobWithContractAndSucceeds(t *testing.T) {
 	create(t, newConfig(ns, "app", jobStep("purge")), newFriendDeletion(ns, "fd1", "app"))
 
 	job := getJob(t, ns, "fd1-purge")
-	fd := waitForPhase(t, ns, "fd1", snsv1alpha1.PhaseRunning)
+	fd := waitForJobSeen(t, ns, "fd1", "purge")
 
 	// The Job: owned by the FriendDeletion, labelled, with the contract.
 	g := gt(t)
@@ -146,4 +148,133 @@ func TestJobStepManyPairsComeFromAConfigMap(t *testing.T) {
 	var cms corev1.ConfigMapList
 	g.Expect(env.Client.List(t.Context(), &cms, client.InNamespace(ns), client.HasLabels{snsv1alpha1.LabelFriendDeletion})).To(Succeed())
 	g.Expect(cms.Items).To(HaveLen(1))
+}
+
+// TestJobRefusedByTheAPIServerFailsTheStep uses a template the CRD takes
+// but the Job API refuses (a container name that is not a DNS label): the
+// step fails at once with the API server's message instead of retrying.
+func TestJobRefusedByTheAPIServerFailsTheStep(t *testing.T) {
+	ns := env.Namespace(t)
+	startManager(t, ns, testOptions())
+	bad := jobStep("purge")
+	bad.Job.Spec.Template.Spec.Containers[0].Name = "Clean_Up"
+	create(t, newConfig(ns, "app", bad, jobStep("notify")), newFriendDeletion(ns, "fd1", "app"))
+
+	fd := waitForPhase(t, ns, "fd1", snsv1alpha1.PhaseFailed)
+	g := gt(t)
+	st := stepOf(g, fd, "purge")
+	g.Expect(st.Message).To(SatisfyAll(ContainSubstring("Refused for good"), ContainSubstring("is invalid"), ContainSubstring("Clean_Up")))
+	g.Expect(st.Attempts).To(BeZero())
+	g.Expect(stepOf(g, fd, "notify").Phase).To(Equal(snsv1alpha1.PhasePending))
+	g.Expect(jobsOf(g, ns, "fd1")).To(BeEmpty())
+	gt(t).Eventually(func(g Gomega) []string { return eventsFor(g, ns, "fd1") }).Should(ContainElements("StepFailed", "Failed"))
+}
+
+// TestPairsFileTooLargeForAConfigMapFailsTheStep stores a FriendDeletion
+// whose pairs file would be over 1 MiB (1100 pairs of 128 four-byte
+// characters each side): the step fails saying so, and nothing is created.
+func TestPairsFileTooLargeForAConfigMapFailsTheStep(t *testing.T) {
+	ns := env.Namespace(t)
+	startManager(t, ns, testOptions())
+	wide := strings.Repeat("\U0001F600", 128)
+	pairs := make([]snsv1alpha1.FriendPair, 1100)
+	for i := range pairs {
+		pairs[i] = snsv1alpha1.FriendPair{From: wide, To: fmt.Sprintf("%s%04d", wide[:len(wide)-16], i)}
+	}
+	create(t, newConfig(ns, "app", jobStep("purge")), newFriendDeletion(ns, "fd1", "app", pairs...))
+
+	fd := waitForPhase(t, ns, "fd1", snsv1alpha1.PhaseFailed)
+	g := gt(t)
+	g.Expect(stepOf(g, fd, "purge").Message).To(MatchRegexp(`the pairs file is \d+ bytes, more than the 1048566 a ConfigMap can hold`))
+	g.Expect(jobsOf(g, ns, "fd1")).To(BeEmpty())
+	var cms corev1.ConfigMapList
+	g.Expect(env.Client.List(t.Context(), &cms, client.InNamespace(ns), client.HasLabels{snsv1alpha1.LabelFriendDeletion})).To(Succeed())
+	g.Expect(cms.Items).To(BeEmpty())
+}
+
+// TestPairsFileKeepsHTMLCharacters checks the pairs ConfigMap holds <, >
+// and & as themselves.
+func TestPairsFileKeepsHTMLCharacters(t *testing.T) {
+	ns := env.Namespace(t)
+	startManager(t, ns, testOptions())
+	var many []snsv1alpha1.FriendPair
+	for i := range 200 {
+		many = append(many, snsv1alpha1.FriendPair{From: "<alice&co>", To: fmt.Sprintf("friend-%03d", i)})
+	}
+	create(t, newConfig(ns, "app", jobStep("purge")), newFriendDeletion(ns, "fd1", "app", many...))
+	getJob(t, ns, "fd1-purge")
+	g := gt(t)
+	cm := &corev1.ConfigMap{}
+	g.Expect(env.Client.Get(t.Context(), types.NamespacedName{Namespace: ns, Name: "fd1-pairs"}, cm)).To(Succeed())
+	g.Expect(cm.Data[PairsKey]).To(HavePrefix(`[{"from":"<alice&co>","to":"friend-000"}`))
+	g.Expect(cm.Data[PairsKey]).NotTo(ContainSubstring(`\u003c`))
+}
+
+// TestJobDeniedByAdmissionPolicyFailsTheStep refuses every Job of the
+// namespace with a ValidatingAdmissionPolicy (403 Forbidden, as an admission
+// webhook would): the step fails at once with the policy's message.
+func TestJobDeniedByAdmissionPolicyFailsTheStep(t *testing.T) {
+	ns := env.Namespace(t)
+	fail := admissionregistrationv1.Deny
+	policy := &admissionregistrationv1.ValidatingAdmissionPolicy{
+		ObjectMeta: metav1.ObjectMeta{Name: "freeze-jobs-" + ns},
+		Spec: admissionregistrationv1.ValidatingAdmissionPolicySpec{
+			FailurePolicy: ptr.To(admissionregistrationv1.Fail),
+			MatchConstraints: &admissionregistrationv1.MatchResources{ResourceRules: []admissionregistrationv1.NamedRuleWithOperations{{
+				RuleWithOperations: admissionregistrationv1.RuleWithOperations{
+					Operations: []admissionregistrationv1.OperationType{admissionregistrationv1.Create},
+					Rule:       admissionregistrationv1.Rule{APIGroups: []string{"batch"}, APIVersions: []string{"v1"}, Resources: []string{"jobs"}},
+				},
+			}}},
+			Validations: []admissionregistrationv1.Validation{{
+				Expression: "false", Message: "Jobs are frozen in this namespace", Reason: ptr.To(metav1.StatusReasonForbidden),
+			}},
+		},
+	}
+	binding := &admissionregistrationv1.ValidatingAdmissionPolicyBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: policy.Name},
+		Spec: admissionregistrationv1.ValidatingAdmissionPolicyBindingSpec{
+			PolicyName:        policy.Name,
+			ValidationActions: []admissionregistrationv1.ValidationAction{fail},
+			MatchResources: &admissionregistrationv1.MatchResources{NamespaceSelector: &metav1.LabelSelector{
+				MatchLabels: map[string]string{"kubernetes.io/metadata.name": ns},
+			}},
+		},
+	}
+	create(t, policy, binding)
+	t.Cleanup(func() {
+		_ = env.Client.Delete(context.Background(), binding)
+		_ = env.Client.Delete(context.Background(), policy)
+	})
+	// Wait until the API server enforces the policy.
+	probe := &batchv1.Job{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "probe"},
+		Spec: batchv1.JobSpec{Template: corev1.PodTemplateSpec{Spec: corev1.PodSpec{
+			RestartPolicy: corev1.RestartPolicyNever,
+			Containers:    []corev1.Container{{Name: "c", Image: "busybox"}},
+		}}},
+	}
+	gt(t).Eventually(func() bool {
+		return apierrors.IsForbidden(env.Client.Create(t.Context(), probe.DeepCopy(), client.DryRunAll))
+	}).Should(BeTrue())
+
+	startManager(t, ns, testOptions())
+	create(t, newConfig(ns, "app", jobStep("purge")), newFriendDeletion(ns, "fd1", "app"))
+	fd := waitForPhase(t, ns, "fd1", snsv1alpha1.PhaseFailed)
+	g := gt(t)
+	g.Expect(stepOf(g, fd, "purge").Message).To(SatisfyAll(ContainSubstring("Refused for good"),
+		ContainSubstring("denied request"), ContainSubstring("Jobs are frozen in this namespace")))
+	g.Expect(jobsOf(g, ns, "fd1")).To(BeEmpty())
+}
+
+// waitForJobSeen waits until the step records its Job as seen (attempts 1)
+// and returns the FriendDeletion.
+func waitForJobSeen(t *testing.T, ns, name, step string) *snsv1alpha1.FriendDeletion {
+	t.Helper()
+	var fd *snsv1alpha1.FriendDeletion
+	gt(t).Eventually(func(g Gomega) {
+		fd = getFD(g, ns, name)
+		g.Expect(stepOf(g, fd, step).Attempts).To(Equal(int32(1)))
+	}).Should(Succeed())
+	return fd
 }

@@ -39,8 +39,9 @@ func (r *FriendDeletionReconciler) reconcileSteps(ctx context.Context, p *status
 // reconcileStep starts or follows one step. A Pending step takes the
 // config's current definition of its name, kind included; when the config
 // or its entry is gone the step fails (ConfigNotFound, StepRemoved). A
-// Running job step follows its Job to the end even then; a Running http or
-// external step needs its definition and fails without it.
+// Running job step follows its Job to the end even then (or fails, if its
+// Job was never created); a Running http or external step needs its
+// definition and fails without it.
 func (r *FriendDeletionReconciler) reconcileStep(ctx context.Context, p *statusPatcher, fd *snsv1alpha1.FriendDeletion, cfg *snsv1alpha1.CallbackConfig, name string) (ctrl.Result, error) {
 	st := stepstatus.Find(fd, name)
 	spec := findCleanupStep(cfg, name)
@@ -51,21 +52,27 @@ func (r *FriendDeletionReconciler) reconcileStep(ctx context.Context, p *statusP
 		spec = nil // the name now means another kind of step
 	}
 	if spec == nil && !(st.Type == snsv1alpha1.StepTypeJob && st.Phase == snsv1alpha1.PhaseRunning) {
-		reason, msg := snsv1alpha1.ReasonStepRemoved, fmt.Sprintf("CallbackConfig %q no longer has a %s step named %q.", fd.Spec.ConfigName, st.Type, name)
-		if cfg == nil {
-			reason, msg = snsv1alpha1.ReasonConfigNotFound, fmt.Sprintf("CallbackConfig %q was deleted.", fd.Spec.ConfigName)
-		}
+		reason, msg := stepGone(fd, cfg, st)
 		stepstatus.Mark(fd, st, snsv1alpha1.PhaseFailed, reason, msg, r.now())
 		return ctrl.Result{}, nil
 	}
 	switch st.Type {
 	case snsv1alpha1.StepTypeJob:
-		return r.reconcileJobStep(ctx, fd, spec, st)
+		return r.reconcileJobStep(ctx, p, fd, cfg, spec, st)
 	case snsv1alpha1.StepTypeHTTP:
 		return r.reconcileHTTPStep(ctx, p, fd, spec.HTTP, name)
 	default:
 		return r.reconcileExternalStep(ctx, fd, spec.External, st)
 	}
+}
+
+// stepGone is the reason and message of a step whose definition is gone:
+// ConfigNotFound when the whole config is, else StepRemoved.
+func stepGone(fd *snsv1alpha1.FriendDeletion, cfg *snsv1alpha1.CallbackConfig, st *snsv1alpha1.StepStatus) (string, string) {
+	if cfg == nil {
+		return snsv1alpha1.ReasonConfigNotFound, fmt.Sprintf("CallbackConfig %q was deleted.", fd.Spec.ConfigName)
+	}
+	return snsv1alpha1.ReasonStepRemoved, fmt.Sprintf("CallbackConfig %q no longer has a %s step named %q.", fd.Spec.ConfigName, st.Type, st.Name)
 }
 
 // findCleanupStep returns the config's step of that name, or nil.

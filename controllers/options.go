@@ -36,6 +36,12 @@ type Options struct {
 	HTTPBackoffBase   time.Duration
 	HTTPBackoffMax    time.Duration
 	HTTPBackoffJitter float64
+	// HTTPRetryAfterMax caps the wait a Retry-After answer asks for.
+	HTTPRetryAfterMax time.Duration
+	// HTTPConcurrencyPerConfig bounds the http step requests in flight at
+	// once for the FriendDeletions of one CallbackConfig. Requests are sent
+	// off the reconcile workers; this bounds what one slow endpoint holds.
+	HTTPConcurrencyPerConfig int
 	// HTTPMaxIdleConnsPerHost bounds idle keep-alive connections per host of
 	// the http step client.
 	HTTPMaxIdleConnsPerHost int
@@ -59,6 +65,8 @@ func DefaultOptions() Options {
 		HTTPBackoffBase:           5 * time.Second,
 		HTTPBackoffMax:            5 * time.Minute,
 		HTTPBackoffJitter:         0.2,
+		HTTPRetryAfterMax:         30 * time.Minute,
+		HTTPConcurrencyPerConfig:  8,
 		HTTPMaxIdleConnsPerHost:   16,
 		Clock:                     clock.RealClock{},
 	}
@@ -85,6 +93,10 @@ func (o *Options) BindFlags(fs *flag.FlagSet) {
 		"Longest wait between two attempts of an http cleanup step.")
 	fs.Float64Var(&o.HTTPBackoffJitter, "http-step-backoff-jitter", o.HTTPBackoffJitter,
 		"Random fraction added to each wait between http cleanup step attempts (0.2 adds up to 20%).")
+	fs.DurationVar(&o.HTTPRetryAfterMax, "http-step-retry-after-max", o.HTTPRetryAfterMax,
+		"Longest wait before the next attempt of an http cleanup step that a Retry-After answer can ask for.")
+	fs.IntVar(&o.HTTPConcurrencyPerConfig, "http-step-concurrency-per-config", o.HTTPConcurrencyPerConfig,
+		"How many http cleanup step requests are in flight at once per CallbackConfig; they are sent off the reconcile workers.")
 	fs.IntVar(&o.HTTPMaxIdleConnsPerHost, "http-step-max-idle-conns-per-host", o.HTTPMaxIdleConnsPerHost,
 		"Idle keep-alive connections kept per host by the http cleanup step client.")
 }
@@ -127,6 +139,12 @@ func (o Options) withDefaults() Options {
 	}
 	if o.HTTPBackoffJitter < 0 {
 		o.HTTPBackoffJitter = 0
+	}
+	if o.HTTPRetryAfterMax <= 0 {
+		o.HTTPRetryAfterMax = d.HTTPRetryAfterMax
+	}
+	if o.HTTPConcurrencyPerConfig <= 0 {
+		o.HTTPConcurrencyPerConfig = d.HTTPConcurrencyPerConfig
 	}
 	if o.HTTPMaxIdleConnsPerHost <= 0 {
 		o.HTTPMaxIdleConnsPerHost = d.HTTPMaxIdleConnsPerHost

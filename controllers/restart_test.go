@@ -31,6 +31,7 @@ func TestRestartDoesNotCreateASecondJob(t *testing.T) {
 	m1.Stop()
 
 	startManager(t, ns, testOptions())
+	waitForJobSeen(t, ns, "fd1", "purge")
 	g := gt(t)
 	g.Consistently(func(g Gomega) {
 		g.Expect(jobsOf(g, ns, "fd1")).To(HaveLen(1))
@@ -95,5 +96,5 @@ func TestRestartMidRequestDoesNotRepeatASuccessfulPOST(t *testing.T) {
 		g.Expect(requests).To(Equal(2))
 		g.Expect(getFD(g, ns, "fd1").Status.Phase).To(Equal(snsv1alpha1.PhaseSucceeded))
 	}).Should(Succeed())
-	g.Expect(keys).To(Equal(map[string]bool{string(fd.UID): true}))
+	g.Expect(keys).To(Equal(map[string]bool{string(fd.UID) + "/notify": true}))
 }

@@ -1,6 +1,7 @@
 package controllers
 
 import (
+	"encoding/json"
 	"strings"
 	"testing"
 	"time"
@@ -320,6 +321,62 @@ func TestBuildJobPairsFileSource(t *testing.T) {
 			} else {
 				g.Expect(job.Spec.Template.Annotations).NotTo(HaveKey(PairsAnnotation))
 			}
+		})
+	}
+}
+
+func TestBuildJobClearsTTL(t *testing.T) {
+	g := NewWithT(t)
+	tmpl := jobStep("purge").Job
+	tmpl.Spec.TTLSecondsAfterFinished = ptr.To[int32](60) // stored before the API refused it
+	job, err := buildJob(newFriendDeletion("ns", "fd", "app"), "purge", tmpl, "fd-purge", []byte(`[]`), testenv.Scheme())
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(job.Spec.TTLSecondsAfterFinished).To(BeNil())
+}
+
+func TestPairsFile(t *testing.T) {
+	// An account of 128 four-byte runes: 512 bytes as JSON.
+	wide := strings.Repeat("\U0001F600", 128)
+	// A control character is six bytes as JSON, even unescaped for HTML.
+	ctl := strings.Repeat("\x01", 128)
+	pairsOf := func(n int, from, to string) []snsv1alpha1.FriendPair {
+		ps := make([]snsv1alpha1.FriendPair, n)
+		for i := range ps {
+			ps[i] = snsv1alpha1.FriendPair{From: from, To: to}
+		}
+		return ps
+	}
+	for _, tc := range []struct {
+		name    string
+		pairs   []snsv1alpha1.FriendPair
+		want    string // exact file, when short
+		size    int    // else its size
+		tooLong bool
+	}{
+		{"plain", []snsv1alpha1.FriendPair{{From: "alice", To: "bob"}}, `[{"from":"alice","to":"bob"}]`, 0, false},
+		{"HTML characters as themselves", []snsv1alpha1.FriendPair{{From: "<a&b>", To: "c<>d"}}, `[{"from":"<a&b>","to":"c<>d"}]`, 0, false},
+		{"quotes and backslashes escaped", []snsv1alpha1.FriendPair{{From: `a"b`, To: `c\d`}}, `[{"from":"a\"b","to":"c\\d"}]`, 0, false},
+		{"2000 pairs of 4-byte runes fit nowhere", pairsOf(2000, wide, wide), "", 0, true},
+		{"1000 pairs of 4-byte runes fit", pairsOf(1000, wide, wide), "", 1000*(len(`{"from":"","to":""}`)+1024) + 1000 + 1, false},
+		{"2000 pairs of control characters are too large", pairsOf(2000, ctl, ctl), "", 0, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			g := NewWithT(t)
+			b, err := pairsFile(tc.pairs)
+			if tc.tooLong {
+				g.Expect(err).To(MatchError(ContainSubstring("more than the 1048566 a ConfigMap can hold")))
+				g.Expect(isPermanent(err)).To(BeTrue())
+				return
+			}
+			g.Expect(err).NotTo(HaveOccurred())
+			if tc.want != "" {
+				g.Expect(string(b)).To(Equal(tc.want))
+			} else {
+				g.Expect(b).To(HaveLen(tc.size))
+			}
+			var back []snsv1alpha1.FriendPair
+			g.Expect(json.Unmarshal(b, &back)).To(Succeed())
+			g.Expect(back).To(Equal(tc.pairs))
 		})
 	}
 }

@@ -3,6 +3,9 @@ package controllers
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -11,7 +14,9 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -25,9 +30,15 @@ import (
 	"github.com/imcallback/friend-deletion-operator/controllers/internal/stepstatus"
 )
 
-// IdempotencyKeyHeader carries the FriendDeletion's UID on every attempt of
-// an http step, so the receiving service can drop a repeat.
+// IdempotencyKeyHeader carries "<FriendDeletion UID>/<step name>" on every
+// attempt of an http step, so the receiving service can drop a repeat.
 const IdempotencyKeyHeader = "Idempotency-Key"
+
+// idempotencyKey is the Idempotency-Key of a step: the same for every
+// attempt of the step, different for each step.
+func idempotencyKey(fd *snsv1alpha1.FriendDeletion, step string) string {
+	return string(fd.UID) + "/" + step
+}
 
 // httpStepBody is the JSON document an http step POSTs.
 type httpStepBody struct {
@@ -40,13 +51,17 @@ type httpStepBody struct {
 }
 
 // reconcileHTTPStep POSTs the FriendDeletion to the step's URL until an
-// attempt answers 2xx or maxAttempts attempts failed, waiting between
-// attempts with exponential backoff and jitter.
+// attempt answers 2xx, an answer shows retrying cannot help, or maxAttempts
+// attempts failed, waiting between attempts with exponential backoff and
+// jitter (longer when the answer carries Retry-After).
 //
 // Each attempt is claimed before it is sent: attempts is incremented in the
 // status under an optimistic lock, so a reconcile working from a stale
-// cache, or a second manager, cannot send it too. Its outcome is written
-// right after the answer. An attempt whose outcome was never written (the
+// cache, or a second manager, cannot send it too. The request is then sent
+// off the reconcile worker, at most HTTPConcurrencyPerConfig at once per
+// CallbackConfig, so a slow endpoint holds no worker; its outcome is
+// written as soon as the answer is in, and that write reconciles the
+// FriendDeletion again. An attempt whose outcome was never written (the
 // manager stopped mid-request) counts as spent; the next attempt carries
 // the same Idempotency-Key.
 //
@@ -55,6 +70,12 @@ func (r *FriendDeletionReconciler) reconcileHTTPStep(ctx context.Context, p *sta
 	st := stepstatus.Find(fd, name)
 	now := r.now()
 	st.Request = stepstatus.Truncate("POST "+redactURL(spec.URL), 2100)
+	flights := r.httpFlights()
+	key, cfgKey := idempotencyKey(fd, name), fd.Namespace+"/"+fd.Spec.ConfigName
+	if deadline, ok := flights.sending(key); ok && st.NextAttemptTime == nil {
+		// The outcome's status write reconciles again; this is a fallback.
+		return ctrl.Result{RequeueAfter: max(time.Until(deadline), 0) + time.Second}, nil
+	}
 	if st.NextAttemptTime != nil && now.Before(st.NextAttemptTime) {
 		return ctrl.Result{RequeueAfter: st.NextAttemptTime.Sub(now.Time)}, nil
 	}
@@ -67,6 +88,14 @@ func (r *FriendDeletionReconciler) reconcileHTTPStep(ctx context.Context, p *sta
 			fmt.Sprintf("Attempt %d of %d was interrupted before its outcome was recorded; no attempts left.", st.Attempts, maxAttempts), now)
 		return ctrl.Result{}, nil
 	}
+	timeout := 10 * time.Second
+	if spec.Timeout != nil && spec.Timeout.Duration > 0 {
+		timeout = spec.Timeout.Duration
+	}
+	if !flights.start(key, cfgKey, time.Now().Add(timeout)) {
+		// The config has as many requests in flight as it may.
+		return ctrl.Result{RequeueAfter: time.Second + rand.N(time.Second)}, nil
+	}
 
 	// Claim the attempt.
 	attempt := st.Attempts + 1
@@ -77,35 +106,55 @@ func (r *FriendDeletionReconciler) reconcileHTTPStep(ctx context.Context, p *sta
 	}
 	summarize(fd, now)
 	if err := p.Patch(ctx, fd); err != nil {
+		flights.done(key, cfgKey)
 		if apierrors.IsConflict(err) {
 			ctrl.LoggerFrom(ctx).V(1).Info("http step attempt already claimed or status stale; not sending", "attempt", attempt)
 			return ctrl.Result{}, nil
 		}
 		return ctrl.Result{}, fmt.Errorf("claiming attempt %d: %w", attempt, err)
 	}
+	deferStatus(ctx) // the claim is written; the outcome is written by the sender
 
-	sendErr := r.postFriendDeletion(ctx, fd, spec)
-	now = r.now()
+	// The reconcile context lives as long as the controller, so stopping
+	// the manager cancels the request (the attempt then counts as spent).
+	claimed, spec := fd.DeepCopy(), spec.DeepCopy()
+	go func() {
+		defer flights.done(key, cfgKey)
+		r.sendHTTPAttempt(ctx, claimed, spec, name, attempt, maxAttempts)
+	}()
+	return ctrl.Result{RequeueAfter: timeout + 5*time.Second}, nil
+}
+
+// sendHTTPAttempt sends a claimed attempt and writes its outcome.
+func (r *FriendDeletionReconciler) sendHTTPAttempt(ctx context.Context, fd *snsv1alpha1.FriendDeletion, spec *snsv1alpha1.HTTPStep, name string, attempt, maxAttempts int32) {
+	log := ctrl.LoggerFrom(ctx)
+	res := r.postFriendDeletion(ctx, fd, spec, name)
+	if ctx.Err() != nil {
+		return // the manager is stopping; the attempt counts as spent
+	}
+	now := r.now()
 	record := func(st *snsv1alpha1.StepStatus) {
 		switch {
-		case sendErr == nil:
+		case res.err == nil:
 			stepstatus.Set(st, snsv1alpha1.PhaseSucceeded, fmt.Sprintf("Attempt %d of %d succeeded.", attempt, maxAttempts), now)
+		case res.final:
+			stepstatus.Set(st, snsv1alpha1.PhaseFailed, fmt.Sprintf("Attempt %d of %d failed: %v; not retried.", attempt, maxAttempts, res.err), now)
 		case attempt >= maxAttempts:
-			stepstatus.Set(st, snsv1alpha1.PhaseFailed, fmt.Sprintf("Attempt %d of %d failed: %v", attempt, maxAttempts, sendErr), now)
+			stepstatus.Set(st, snsv1alpha1.PhaseFailed, fmt.Sprintf("Attempt %d of %d failed: %v", attempt, maxAttempts, res.err), now)
 		default:
-			next := metav1.NewTime(now.Add(httpBackoff(attempt, r.Options, rand.Float64())).Truncate(time.Second))
-			stepstatus.Set(st, snsv1alpha1.PhaseRunning, fmt.Sprintf("Attempt %d of %d failed: %v; next attempt at %s.", attempt, maxAttempts, sendErr, next.UTC().Format(time.RFC3339)), now)
+			wait := nextAttemptWait(attempt, res.retryAfter, r.Options, rand.Float64())
+			next := metav1.NewTime(now.Add(wait).Truncate(time.Second))
+			stepstatus.Set(st, snsv1alpha1.PhaseRunning, fmt.Sprintf("Attempt %d of %d failed: %v; next attempt at %s.", attempt, maxAttempts, res.err, next.UTC().Format(time.RFC3339)), now)
 			st.NextAttemptTime = &next
 		}
 	}
-	ctrl.LoggerFrom(ctx).V(1).Info("http step attempt done", "attempt", attempt, "error", sendErr)
+	log.V(1).Info("http step attempt done", "attempt", attempt, "error", res.err)
+	p := newStatusPatcher(r.Client, fd)
+	p.onWrite = func(before, after *snsv1alpha1.FriendDeletion) { r.emit(after, before, after) }
 	if err := r.recordHTTPAttempt(ctx, p, fd, name, attempt, record); err != nil {
-		return ctrl.Result{}, fmt.Errorf("recording attempt %d: %w", attempt, err)
+		// Counted as spent: the next reconcile claims the next attempt.
+		log.Error(err, "recording http step attempt", "attempt", attempt)
 	}
-	if st = stepstatus.Find(fd, name); st != nil && st.NextAttemptTime != nil {
-		return ctrl.Result{RequeueAfter: max(st.NextAttemptTime.Sub(r.now().Time), time.Millisecond)}, nil
-	}
-	return ctrl.Result{}, nil
 }
 
 // recordHTTPAttempt writes an attempt's outcome at once. If the object
@@ -135,20 +184,37 @@ func (r *FriendDeletionReconciler) recordHTTPAttempt(ctx context.Context, p *sta
 	}
 }
 
+// httpResult is the outcome of one attempt.
+type httpResult struct {
+	// err is nil when the attempt succeeded.
+	err error
+	// final is set when retrying cannot help (a redirect, a 4xx other than
+	// 408 and 429): the step fails at once.
+	final bool
+	// retryAfter is how long the answer's Retry-After asked to wait, if it did.
+	retryAfter time.Duration
+}
+
 // postFriendDeletion sends one attempt: the JSON document, the headers from
-// the step's Secret, and the idempotency key. Any answer but 2xx is an
-// error.
-func (r *FriendDeletionReconciler) postFriendDeletion(ctx context.Context, fd *snsv1alpha1.FriendDeletion, spec *snsv1alpha1.HTTPStep) error {
+// the step's Secret, and the idempotency key, through a client that trusts
+// the step's CA bundle when it names one.
+func (r *FriendDeletionReconciler) postFriendDeletion(ctx context.Context, fd *snsv1alpha1.FriendDeletion, spec *snsv1alpha1.HTTPStep, step string) httpResult {
 	headers, err := r.httpHeaders(ctx, fd.Namespace, spec.HeadersSecretRef)
 	if err != nil {
-		return err
+		return httpResult{err: err}
 	}
-	body, err := json.Marshal(httpStepBody{
+	hc, err := r.httpClientFor(ctx, fd.Namespace, spec.CABundleRef)
+	if err != nil {
+		return httpResult{err: err}
+	}
+	var body bytes.Buffer
+	enc := json.NewEncoder(&body)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(httpStepBody{
 		Name: fd.Name, Namespace: fd.Namespace, SDKAppID: fd.Spec.SDKAppID, Pairs: fd.Spec.Pairs,
 		ClientIP: fd.Spec.ClientIP, OptPlatform: fd.Spec.OptPlatform,
-	})
-	if err != nil {
-		return fmt.Errorf("encoding body: %w", err)
+	}); err != nil {
+		return httpResult{err: fmt.Errorf("encoding body: %w", err)}
 	}
 	timeout := 10 * time.Second
 	if spec.Timeout != nil && spec.Timeout.Duration > 0 {
@@ -156,37 +222,76 @@ func (r *FriendDeletionReconciler) postFriendDeletion(ctx context.Context, fd *s
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, spec.URL, bytes.NewReader(body))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, spec.URL, &body)
 	if err != nil {
-		return fmt.Errorf("building request: %w", err)
+		return httpResult{err: fmt.Errorf("building request: %w", err), final: true}
 	}
 	for k, v := range headers {
 		req.Header.Set(k, v)
 	}
 	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set(IdempotencyKeyHeader, string(fd.UID))
+	req.Header.Set(IdempotencyKeyHeader, idempotencyKey(fd, step))
 	if req.Header.Get("User-Agent") == "" {
 		req.Header.Set("User-Agent", "friend-deletion-operator")
 	}
-	resp, err := r.HTTP.Do(req)
+	resp, err := hc.Do(req)
 	if err != nil {
 		var uerr *url.Error
 		if errors.As(err, &uerr) {
 			err = uerr.Err // the URL is in the step's request already
 		}
-		return fmt.Errorf("POST: %w", err)
+		return httpResult{err: fmt.Errorf("POST: %w", err)}
 	}
 	defer resp.Body.Close()
 	snippet, _ := io.ReadAll(io.LimitReader(resp.Body, 256))
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<20)) // let the connection be reused
-	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		msg := fmt.Sprintf("POST returned %s", resp.Status)
-		if s := strings.TrimSpace(string(snippet)); s != "" {
-			msg += ": " + s
-		}
-		return fmt.Errorf("%s", msg)
+	return httpAnswer(resp.StatusCode, resp.Status, resp.Header, strings.TrimSpace(string(snippet)), r.Options.Clock.Now())
+}
+
+// httpAnswer decides what an answer means: 2xx succeeds; a redirect is not
+// followed and fails the step (following it could turn the POST into a GET
+// or send the headers Secret to another host); 408 and 429 are retried, any
+// other 4xx fails the step at once; the rest (5xx) is retried. Retry-After,
+// in seconds or as an HTTP date, is read on any answer that is retried.
+func httpAnswer(code int, status string, h http.Header, snippet string, now time.Time) httpResult {
+	if code >= 200 && code <= 299 {
+		return httpResult{}
 	}
-	return nil
+	msg := "POST returned " + status
+	if snippet != "" {
+		msg += ": " + snippet
+	}
+	switch {
+	case code >= 300 && code <= 399:
+		loc := "no Location"
+		if l := h.Get("Location"); l != "" {
+			loc = "Location " + redactURL(l)
+		}
+		return httpResult{err: fmt.Errorf("POST returned %s (%s); redirects are not followed: set url to the final address", status, loc), final: true}
+	case code == http.StatusRequestTimeout || code == http.StatusTooManyRequests:
+	case code >= 400 && code <= 499:
+		return httpResult{err: errors.New(msg), final: true}
+	}
+	return httpResult{err: errors.New(msg), retryAfter: retryAfter(h.Get("Retry-After"), now)}
+}
+
+// retryAfter reads a Retry-After value: a number of seconds or an HTTP date.
+// It is 0 when absent, unreadable or in the past.
+func retryAfter(v string, now time.Time) time.Duration {
+	v = strings.TrimSpace(v)
+	if v == "" {
+		return 0
+	}
+	if secs, err := strconv.ParseInt(v, 10, 64); err == nil {
+		if secs <= 0 {
+			return 0
+		}
+		return time.Duration(min(secs, int64(math.MaxInt64/time.Second))) * time.Second
+	}
+	if t, err := http.ParseTime(v); err == nil && t.After(now) {
+		return t.Sub(now)
+	}
+	return 0
 }
 
 // httpHeaders reads the headers Secret from the API server (Secrets are
@@ -209,6 +314,33 @@ func (r *FriendDeletionReconciler) httpHeaders(ctx context.Context, ns string, r
 	return h, nil
 }
 
+// httpClientFor is the client of a step: the shared one, or, with a CA
+// bundle, one that trusts only the bundle's CAs. The bundle is read from
+// the API server on each attempt (the cache holds only the operator's own
+// ConfigMaps), so a rotated bundle applies at the next attempt; clients are
+// kept per bundle so that connections are reused.
+func (r *FriendDeletionReconciler) httpClientFor(ctx context.Context, ns string, ref *snsv1alpha1.ConfigMapKeyRef) (*http.Client, error) {
+	if ref == nil {
+		return r.HTTP, nil
+	}
+	key := ref.Key
+	if key == "" {
+		key = "ca.crt"
+	}
+	cm := &corev1.ConfigMap{}
+	if err := r.APIReader.Get(ctx, types.NamespacedName{Namespace: ns, Name: ref.Name}, cm); err != nil {
+		if apierrors.IsNotFound(err) {
+			return nil, fmt.Errorf("CA bundle ConfigMap %q not found", ref.Name)
+		}
+		return nil, fmt.Errorf("reading CA bundle ConfigMap %q: %w", ref.Name, err)
+	}
+	pem, ok := cm.Data[key]
+	if !ok {
+		return nil, fmt.Errorf("CA bundle ConfigMap %q has no key %q", ref.Name, key)
+	}
+	return r.httpFlights().clientFor(pem, r.HTTP)
+}
+
 // httpBackoff is the wait after a failed attempt (1-based): base doubled
 // for each attempt before it, at most max, plus up to jitter of it picked
 // by rnd (in [0,1)).
@@ -218,6 +350,13 @@ func httpBackoff(attempt int32, o Options, rnd float64) time.Duration {
 		d = float64(o.HTTPBackoffMax)
 	}
 	return time.Duration(d * (1 + o.HTTPBackoffJitter*rnd))
+}
+
+// nextAttemptWait is the wait after a failed attempt: the backoff, or
+// what the answer's Retry-After asked for when that is longer, at most
+// HTTPRetryAfterMax.
+func nextAttemptWait(attempt int32, retryAfter time.Duration, o Options, rnd float64) time.Duration {
+	return max(httpBackoff(attempt, o, rnd), min(retryAfter, o.HTTPRetryAfterMax))
 }
 
 // redactURL drops the query, fragment and credentials from a URL, for the
@@ -231,18 +370,99 @@ func redactURL(raw string) string {
 	return u.String()
 }
 
-// newHTTPClient is the client of http steps.
+// newHTTPClient is the client of http steps. It follows no redirect: a
+// 3xx is the answer, and fails the step (see httpAnswer).
 func newHTTPClient(o Options) *http.Client {
 	t := http.DefaultTransport.(*http.Transport).Clone()
 	t.MaxIdleConnsPerHost = o.HTTPMaxIdleConnsPerHost
 	return &http.Client{
 		Transport: t,
-		// Redirects are followed for 307 and 308 only, which keep the POST.
-		CheckRedirect: func(req *http.Request, via []*http.Request) error {
-			if len(via) >= 5 {
-				return http.ErrUseLastResponse
-			}
-			return nil
+		CheckRedirect: func(*http.Request, []*http.Request) error {
+			return http.ErrUseLastResponse
 		},
 	}
+}
+
+// maxCAClients bounds the clients kept for CA bundles.
+const maxCAClients = 64
+
+// httpSends tracks the http attempts being sent, bounds them per config,
+// and keeps the clients of CA bundles.
+type httpSends struct {
+	mu        sync.Mutex
+	limit     int
+	steps     map[string]time.Time // idempotency key -> request deadline
+	perConfig map[string]int       // namespace/config -> requests in flight
+	clients   map[[32]byte]*http.Client
+}
+
+// httpFlights returns the reconciler's httpSends, made on first use.
+func (r *FriendDeletionReconciler) httpFlights() *httpSends {
+	r.sendsOnce.Do(func() {
+		r.sends = &httpSends{
+			limit:     max(r.Options.HTTPConcurrencyPerConfig, 1),
+			steps:     map[string]time.Time{},
+			perConfig: map[string]int{},
+			clients:   map[[32]byte]*http.Client{},
+		}
+	})
+	return r.sends
+}
+
+// sending reports whether the step's attempt is in flight, and until when.
+func (s *httpSends) sending(step string) (time.Time, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	d, ok := s.steps[step]
+	return d, ok
+}
+
+// start takes a slot of the config for the step, or reports false when the
+// step is still in flight or the config has no slot free.
+func (s *httpSends) start(step, config string, deadline time.Time) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, busy := s.steps[step]; busy || s.perConfig[config] >= s.limit {
+		return false
+	}
+	s.steps[step] = deadline
+	s.perConfig[config]++
+	return true
+}
+
+// done frees the slot start took.
+func (s *httpSends) done(step, config string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.steps, step)
+	if s.perConfig[config]--; s.perConfig[config] <= 0 {
+		delete(s.perConfig, config)
+	}
+}
+
+// clientFor returns a client like base that trusts only the CAs of the PEM
+// bundle.
+func (s *httpSends) clientFor(pem string, base *http.Client) (*http.Client, error) {
+	sum := sha256.Sum256([]byte(pem))
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if c, ok := s.clients[sum]; ok {
+		return c, nil
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM([]byte(pem)) {
+		return nil, errors.New("CA bundle holds no PEM certificate")
+	}
+	bt, ok := base.Transport.(*http.Transport)
+	if !ok {
+		bt = http.DefaultTransport.(*http.Transport)
+	}
+	t := bt.Clone()
+	t.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	if len(s.clients) >= maxCAClients {
+		clear(s.clients) // bundles rotated many times; start over
+	}
+	c := &http.Client{Transport: t, CheckRedirect: base.CheckRedirect}
+	s.clients[sum] = c
+	return c, nil
 }

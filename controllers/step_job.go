@@ -1,8 +1,10 @@
 package controllers
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strconv"
 
@@ -51,48 +53,62 @@ const (
 // reconcileJobStep creates the step's Job (and pairs ConfigMap), once, and
 // then follows the Job: the step is Running while the Job runs (Retrying
 // after a pod failed), Succeeded when the Job is Complete, Failed when it is
-// Failed. spec is nil for a running step whose definition left the config:
-// its Job is followed but never created.
+// Failed.
 //
-// Sets the step condition: Running, Retrying, Succeeded or Failed.
-func (r *FriendDeletionReconciler) reconcileJobStep(ctx context.Context, fd *snsv1alpha1.FriendDeletion, spec *snsv1alpha1.CleanupStep, st *snsv1alpha1.StepStatus) (ctrl.Result, error) {
+// Intent comes first: the step is recorded Running with its Job's name (and,
+// on the first reconcile, with the whole step list) before the Job is
+// created, so that a config changed or deleted right after the Job was
+// created cannot reorder the steps or fail a deletion whose Job runs.
+// attempts becomes 1 once the Job has been seen; a Job that is gone after
+// that (deleted by someone before its outcome was recorded) fails the step
+// instead of being created again, since its cleanup may already have run.
+//
+// spec is nil for a running step whose definition left the config: its Job
+// is followed, or the step fails if the Job was never created.
+//
+// Sets the step condition: Running, Retrying, Succeeded or Failed (or
+// ConfigNotFound / StepRemoved for a Job never created).
+func (r *FriendDeletionReconciler) reconcileJobStep(ctx context.Context, p *statusPatcher, fd *snsv1alpha1.FriendDeletion, cfg *snsv1alpha1.CallbackConfig, spec *snsv1alpha1.CleanupStep, st *snsv1alpha1.StepStatus) (ctrl.Result, error) {
 	name := jobName(fd.Name, st.Name)
-	job := &batchv1.Job{}
-	err := r.Get(ctx, types.NamespacedName{Namespace: fd.Namespace, Name: name}, job)
-	if apierrors.IsNotFound(err) && st.JobName != "" {
-		// The cache may lag behind a Job created a moment ago.
-		err = r.APIReader.Get(ctx, types.NamespacedName{Namespace: fd.Namespace, Name: name}, job)
-		if apierrors.IsNotFound(err) {
-			stepstatus.Mark(fd, st, snsv1alpha1.PhaseFailed, snsv1alpha1.ReasonFailed,
-				fmt.Sprintf("Job %s was deleted before it finished.", name), r.now())
+	// Once the Job is recorded (intent or seen) a cache miss is confirmed
+	// with the API server: the cache often lags behind a Job created a
+	// moment ago, and one read is cheaper than a create refused as
+	// AlreadyExists followed by that read.
+	job, err := r.getJob(ctx, fd.Namespace, name, st.JobName == name)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	if job == nil {
+		switch {
+		case st.Attempts > 0:
+			stepstatus.Mark(fd, st, snsv1alpha1.PhaseFailed, snsv1alpha1.ReasonFailed, fmt.Sprintf(
+				"Job %s was deleted before its outcome was recorded; it is not created again, as its cleanup may have run.", name), r.now())
+			return ctrl.Result{}, nil
+		case spec == nil || spec.Job == nil:
+			reason, msg := stepGone(fd, cfg, st)
+			stepstatus.Mark(fd, st, snsv1alpha1.PhaseFailed, reason, msg+" Its Job was never created.", r.now())
 			return ctrl.Result{}, nil
 		}
-	}
-	switch {
-	case apierrors.IsNotFound(err):
-		if spec == nil || spec.Job == nil {
-			return ctrl.Result{}, nil // reconcileStep fails such a step before it starts
+		if ok, err := r.recordJobIntent(ctx, p, fd, st, name); !ok || err != nil {
+			return ctrl.Result{}, err
 		}
 		created, err := r.createJob(ctx, fd, st.Name, spec.Job, name)
 		if err != nil {
-			return ctrl.Result{}, err
+			return r.jobCreateFailed(fd, st, err)
 		}
-		ctrl.LoggerFrom(ctx).V(1).Info("created Job", "job", name)
+		ctrl.LoggerFrom(ctx).V(1).Info("created Job", "job", name, "created", created)
 		if created {
 			// The Job's create event reconciles this FriendDeletion again, at
-			// low priority, and that reconcile records the Job in the
-			// status. In a burst of FriendDeletions this creates every Job
-			// before writing any status; a restart in between loses
-			// nothing, as the Job's name is fixed.
+			// low priority, and that reconcile records attempts 1. In a
+			// burst of FriendDeletions this creates every Job before that
+			// bookkeeping; a restart in between loses nothing, as the
+			// intent is recorded and the Job's name is fixed.
 			deferStatus(ctx)
 			return ctrl.Result{}, nil
 		}
-		job = &batchv1.Job{}
-		if err := r.APIReader.Get(ctx, types.NamespacedName{Namespace: fd.Namespace, Name: name}, job); err != nil {
-			return ctrl.Result{}, fmt.Errorf("getting Job %s: %w", name, err)
+		if job, err = r.getJob(ctx, fd.Namespace, name, true); err != nil || job == nil {
+			return ctrl.Result{}, errors.Join(err, fmt.Errorf("job %s already exists but cannot be read", name))
 		}
-	case err != nil:
-		return ctrl.Result{}, fmt.Errorf("getting Job %s: %w", name, err)
 	}
 	if !metav1.IsControlledBy(job, fd) {
 		stepstatus.Mark(fd, st, snsv1alpha1.PhaseFailed, snsv1alpha1.ReasonFailed,
@@ -106,14 +122,69 @@ func (r *FriendDeletionReconciler) reconcileJobStep(ctx context.Context, fd *sns
 	return ctrl.Result{}, nil
 }
 
+// jobCreateFailed ends the step when the Job (or its pairs ConfigMap) was
+// refused for good, with the API server's message, and otherwise says in
+// the step's message what is being retried and returns the error for a
+// retry with backoff.
+func (r *FriendDeletionReconciler) jobCreateFailed(fd *snsv1alpha1.FriendDeletion, st *snsv1alpha1.StepStatus, err error) (ctrl.Result, error) {
+	if isPermanent(err) {
+		stepstatus.Mark(fd, st, snsv1alpha1.PhaseFailed, snsv1alpha1.ReasonFailed,
+			fmt.Sprintf("Refused for good, not retried: %v", err), r.now())
+		return ctrl.Result{}, nil
+	}
+	stepstatus.Set(st, snsv1alpha1.PhaseRunning, fmt.Sprintf("Retrying: %v", err), r.now())
+	return ctrl.Result{}, err
+}
+
+// getJob returns the named Job, or nil when it does not exist. The cache
+// may lag behind a Job created a moment ago, so with confirm a miss is
+// checked with the API server.
+func (r *FriendDeletionReconciler) getJob(ctx context.Context, ns, name string, confirm bool) (*batchv1.Job, error) {
+	key := types.NamespacedName{Namespace: ns, Name: name}
+	job := &batchv1.Job{}
+	err := r.Get(ctx, key, job)
+	if apierrors.IsNotFound(err) && confirm {
+		err = r.APIReader.Get(ctx, key, job)
+	}
+	switch {
+	case apierrors.IsNotFound(err):
+		return nil, nil
+	case err != nil:
+		return nil, fmt.Errorf("getting Job %s: %w", name, err)
+	}
+	return job, nil
+}
+
+// recordJobIntent writes the step Running with its Job's name before the Job
+// is created (with whatever else changed: on the first reconcile, the step
+// list). It reports false when the write lost a race with a newer status;
+// the watch event of that write reconciles again, and nothing is created.
+func (r *FriendDeletionReconciler) recordJobIntent(ctx context.Context, p *statusPatcher, fd *snsv1alpha1.FriendDeletion, st *snsv1alpha1.StepStatus, name string) (bool, error) {
+	now := r.now()
+	if st.Phase != snsv1alpha1.PhaseRunning || st.JobName != name {
+		st.JobName = name
+		stepstatus.Mark(fd, st, snsv1alpha1.PhaseRunning, snsv1alpha1.ReasonRunning, fmt.Sprintf("Creating Job %s.", name), now)
+	}
+	summarize(fd, now)
+	switch err := p.Patch(ctx, fd); {
+	case apierrors.IsConflict(err):
+		ctrl.LoggerFrom(ctx).V(1).Info("status changed before the Job was created; will reconcile again", "job", name)
+		deferStatus(ctx)
+		return false, nil
+	case err != nil:
+		return false, fmt.Errorf("recording Job %s in status: %w", name, err)
+	}
+	return true, nil
+}
+
 // createJob creates the Job, after the pairs ConfigMap when the pairs are
 // too many to inline, and reports whether it created the Job. Both have
 // deterministic names, so AlreadyExists means an earlier reconcile (perhaps
 // of a manager since restarted) created them.
 func (r *FriendDeletionReconciler) createJob(ctx context.Context, fd *snsv1alpha1.FriendDeletion, step string, tmpl *batchv1.JobTemplateSpec, name string) (bool, error) {
-	pairs, err := json.Marshal(fd.Spec.Pairs)
+	pairs, err := pairsFile(fd.Spec.Pairs)
 	if err != nil {
-		return false, fmt.Errorf("encoding pairs: %w", err)
+		return false, err
 	}
 	if !inlinePairs(pairs) {
 		cm, err := pairsConfigMap(fd, pairs, r.Scheme())
@@ -181,6 +252,27 @@ func childLabels(fd *snsv1alpha1.FriendDeletion, step string) map[string]string 
 	return l
 }
 
+// MaxPairsFile is the largest pairs file: a ConfigMap holds at most 1 MiB
+// of keys and values together, and the pairs file is its only value.
+const MaxPairsFile = 1<<20 - len(PairsKey)
+
+// pairsFile is the pairs file: the pairs as a JSON array, with <, > and &
+// written as themselves (JSON's HTML escaping would make each six bytes).
+// A file larger than a ConfigMap can hold is a permanent error.
+func pairsFile(pairs []snsv1alpha1.FriendPair) ([]byte, error) {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(pairs); err != nil {
+		return nil, fmt.Errorf("encoding pairs: %w", err)
+	}
+	b := bytes.TrimSuffix(buf.Bytes(), []byte("\n"))
+	if len(b) > MaxPairsFile {
+		return nil, permanent(fmt.Errorf("the pairs file is %d bytes, more than the %d a ConfigMap can hold", len(b), MaxPairsFile))
+	}
+	return b, nil
+}
+
 // inlinePairs reports whether a pairs file is small enough to travel in
 // PairsAnnotation instead of a ConfigMap.
 func inlinePairs(pairs []byte) bool { return len(pairs) <= InlinePairsLimit }
@@ -221,6 +313,10 @@ func buildJob(fd *snsv1alpha1.FriendDeletion, step string, tmpl *batchv1.JobTemp
 	}
 	pod := &job.Spec.Template
 	pod.Labels = merge(pod.Labels, labels)
+	// A Job that deletes itself after it finished would take its outcome with
+	// it; the API refuses the field, and configs stored before that rule are
+	// handled here. Retention deletes Jobs with their FriendDeletion.
+	job.Spec.TTLSecondsAfterFinished = nil
 	if pod.Spec.RestartPolicy == "" {
 		pod.Spec.RestartPolicy = corev1.RestartPolicyNever
 	}

@@ -93,6 +93,24 @@ type SecretKeyRef struct {
 	Key string `json:"key"`
 }
 
+// ConfigMapKeyRef names one key of a ConfigMap in the object's namespace.
+type ConfigMapKeyRef struct {
+	// name is the ConfigMap's name.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`
+	Name string `json:"name"`
+
+	// key is the key in the ConfigMap's data. Defaults to ca.crt.
+	// +optional
+	// +kubebuilder:default="ca.crt"
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:Pattern=`^[-._a-zA-Z0-9]+$`
+	Key string `json:"key,omitempty"`
+}
+
 // SecretRef names a Secret in the object's namespace.
 type SecretRef struct {
 	// name is the Secret's name.
@@ -117,8 +135,14 @@ type CleanupStep struct {
 
 	// job runs a batch/v1 Job from this template for each FriendDeletion.
 	// The container gets the FriendDeletion's details through environment
-	// variables and a pairs file (see the README's Job contract).
+	// variables and a pairs file (see the README's Job contract). The pod
+	// template's restartPolicy must be Never (the default) or OnFailure, and
+	// ttlSecondsAfterFinished is refused: a Job that deletes itself takes
+	// its outcome with it (finished Jobs go with their FriendDeletion at the
+	// end of its retention).
 	// +optional
+	// +kubebuilder:validation:XValidation:rule="!has(self.spec) || !has(self.spec.ttlSecondsAfterFinished)",message="job.spec.ttlSecondsAfterFinished is not allowed: Jobs are deleted with their FriendDeletion at the end of its retention"
+	// +kubebuilder:validation:XValidation:rule="!has(self.spec) || !has(self.spec.template.spec) || !has(self.spec.template.spec.restartPolicy) || self.spec.template.spec.restartPolicy in ['Never', 'OnFailure']",message="job.spec.template.spec.restartPolicy must be Never or OnFailure"
 	Job *batchv1.JobTemplateSpec `json:"job,omitempty"`
 
 	// http POSTs the FriendDeletion as JSON to a URL.
@@ -144,6 +168,13 @@ type HTTPStep struct {
 	// header with the key's value, for example Authorization.
 	// +optional
 	HeadersSecretRef *SecretRef `json:"headersSecretRef,omitempty"`
+
+	// caBundleRef names a ConfigMap key holding the PEM certificates of the
+	// certificate authorities to trust for an https url, for endpoints
+	// whose certificate a private CA issued. When set, only these CAs are
+	// trusted for this step; when unset, the system's roots are.
+	// +optional
+	CABundleRef *ConfigMapKeyRef `json:"caBundleRef,omitempty"`
 
 	// timeout bounds each attempt. Between 1s and 5m.
 	// +optional

@@ -14,6 +14,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
 
@@ -108,6 +109,12 @@ func TestCallbackConfigValidation(t *testing.T) {
 			c.Spec.Cleanup[0].Job = nil
 			c.Spec.Cleanup[0].HTTP = &snsv1alpha1.HTTPStep{URL: "https://backend.example.com/x", MaxAttempts: 21}
 		}, []string{"spec.cleanup[0].http.maxAttempts", "should be less than or equal to 20"}},
+		{"job restartPolicy Always", func(c *snsv1alpha1.CallbackConfig) {
+			c.Spec.Cleanup[0].Job.Spec.Template.Spec.RestartPolicy = corev1.RestartPolicyAlways
+		}, []string{"spec.cleanup[0].job", "restartPolicy must be Never or OnFailure"}},
+		{"job ttlSecondsAfterFinished", func(c *snsv1alpha1.CallbackConfig) {
+			c.Spec.Cleanup[0].Job.Spec.TTLSecondsAfterFinished = ptr.To[int32](0)
+		}, []string{"spec.cleanup[0].job", "ttlSecondsAfterFinished is not allowed"}},
 		{"bad CIDR", func(c *snsv1alpha1.CallbackConfig) { c.Spec.AllowedSourceCIDRs = []snsv1alpha1.CIDR{"10.0.0.300/8"} },
 			[]string{"spec.allowedSourceCIDRs[0]", "must be a CIDR"}},
 		{"maxClockSkew too large", func(c *snsv1alpha1.CallbackConfig) {
@@ -129,7 +136,10 @@ func TestCallbackConfigDefaults(t *testing.T) {
 	ns := env.Namespace(t)
 	c := validConfig(ns)
 	c.Spec.Cleanup = append(c.Spec.Cleanup, snsv1alpha1.CleanupStep{
-		Name: "notify-backend", HTTP: &snsv1alpha1.HTTPStep{URL: "https://backend.example.com/hooks/friend-deleted"}})
+		Name: "notify-backend", HTTP: &snsv1alpha1.HTTPStep{URL: "https://backend.example.com/hooks/friend-deleted",
+			CABundleRef: &snsv1alpha1.ConfigMapKeyRef{Name: "backend-ca"}}})
+	// OnFailure is a restartPolicy a Job takes.
+	c.Spec.Cleanup[0].Job.Spec.Template.Spec.RestartPolicy = corev1.RestartPolicyOnFailure
 	g.Expect(env.Client.Create(t.Context(), c)).To(Succeed())
 
 	got := &snsv1alpha1.CallbackConfig{}
@@ -139,6 +149,7 @@ func TestCallbackConfigDefaults(t *testing.T) {
 	g.Expect(got.Spec.Retention.Failed.Duration).To(Equal(168 * time.Hour))
 	g.Expect(got.Spec.Cleanup[1].HTTP.Timeout.Duration).To(Equal(10 * time.Second))
 	g.Expect(got.Spec.Cleanup[1].HTTP.MaxAttempts).To(Equal(int32(5)))
+	g.Expect(got.Spec.Cleanup[1].HTTP.CABundleRef.Key).To(Equal("ca.crt"))
 }
 
 func TestFriendDeletionValidation(t *testing.T) {

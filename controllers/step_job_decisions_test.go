@@ -1,0 +1,101 @@
+package controllers
+
+import (
+	"context"
+	"testing"
+
+	. "github.com/onsi/gomega"
+	batchv1 "k8s.io/api/batch/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/fake"
+
+	snsv1alpha1 "github.com/imcallback/friend-deletion-operator/api/v1alpha1"
+	"github.com/imcallback/friend-deletion-operator/controllers/internal/stepstatus"
+	"github.com/imcallback/friend-deletion-operator/internal/testenv"
+)
+
+// TestJobStepDecisions runs reconcileJobStep against a fake client for each
+// combination of what the status recorded, whether the config still has
+// the step, and whether the Job exists: what the step becomes, and whether
+// a Job is created.
+func TestJobStepDecisions(t *testing.T) {
+	const job = "fd1-purge"
+	for _, tc := range []struct {
+		name       string
+		phase      snsv1alpha1.Phase
+		jobName    string
+		attempts   int32
+		hasSpec    bool
+		jobExists  bool
+		wantPhase  snsv1alpha1.Phase
+		wantReason string
+		wantMsg    string
+		wantJob    bool
+	}{
+		{"pending: intent, then the Job", snsv1alpha1.PhasePending, "", 0, true, false,
+			snsv1alpha1.PhaseRunning, snsv1alpha1.ReasonRunning, "Creating Job fd1-purge.", true},
+		{"intent recorded, Job never created: create it", snsv1alpha1.PhaseRunning, job, 0, true, false,
+			snsv1alpha1.PhaseRunning, snsv1alpha1.ReasonRunning, "Creating Job fd1-purge.", true},
+		{"intent recorded, Job never created, config gone: fail", snsv1alpha1.PhaseRunning, job, 0, false, false,
+			snsv1alpha1.PhaseFailed, snsv1alpha1.ReasonConfigNotFound, "Its Job was never created.", false},
+		{"intent recorded, Job exists: seen", snsv1alpha1.PhaseRunning, job, 0, true, true,
+			snsv1alpha1.PhaseRunning, snsv1alpha1.ReasonRunning, "Job fd1-purge is running.", true},
+		{"seen, Job gone: fail, not created again", snsv1alpha1.PhaseRunning, job, 1, true, false,
+			snsv1alpha1.PhaseFailed, snsv1alpha1.ReasonFailed, "was deleted before its outcome was recorded", false},
+		{"seen, Job gone, config gone: fail", snsv1alpha1.PhaseRunning, job, 1, false, false,
+			snsv1alpha1.PhaseFailed, snsv1alpha1.ReasonFailed, "was deleted before its outcome was recorded", false},
+		{"seen, config gone, Job runs: followed", snsv1alpha1.PhaseRunning, job, 1, false, true,
+			snsv1alpha1.PhaseRunning, snsv1alpha1.ReasonRunning, "Job fd1-purge is running.", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			g := NewWithT(t)
+			ctx := context.Background()
+			s := testenv.Scheme()
+			fd := newFriendDeletion("ns", "fd1", "app")
+			fd.UID = "uid-1"
+			fd.Status.Steps = []snsv1alpha1.StepStatus{{Name: "purge", Type: snsv1alpha1.StepTypeJob, Phase: tc.phase, JobName: tc.jobName, Attempts: tc.attempts}}
+			if tc.jobName != "" && tc.attempts == 0 {
+				fd.Status.Steps[0].Message = "Creating Job fd1-purge." // as recordJobIntent left it
+			}
+			objs := []client.Object{fd}
+			var cfg *snsv1alpha1.CallbackConfig
+			var spec *snsv1alpha1.CleanupStep
+			if tc.hasSpec {
+				cfg = newConfig("ns", "app", jobStep("purge"))
+				spec = &cfg.Spec.Cleanup[0]
+			}
+			if tc.jobExists {
+				j, err := buildJob(fd, "purge", jobStep("purge").Job, job, []byte(`[]`), s)
+				g.Expect(err).NotTo(HaveOccurred())
+				objs = append(objs, j)
+			}
+			c := fake.NewClientBuilder().WithScheme(s).WithObjects(objs...).WithStatusSubresource(&snsv1alpha1.FriendDeletion{}).Build()
+			g.Expect(c.Get(ctx, types.NamespacedName{Namespace: "ns", Name: "fd1"}, fd)).To(Succeed())
+			r := &FriendDeletionReconciler{Client: c, APIReader: c, Options: DefaultOptions()}
+			p := newStatusPatcher(c, fd)
+			st := stepstatus.Find(fd, "purge")
+
+			_, err := r.reconcileJobStep(ctx, p, fd, cfg, spec, st)
+			g.Expect(err).NotTo(HaveOccurred())
+			st = stepstatus.Find(fd, "purge")
+			g.Expect(st.Phase).To(Equal(tc.wantPhase))
+			g.Expect(st.Message).To(ContainSubstring(tc.wantMsg))
+			g.Expect(conditionOf(fd, snsv1alpha1.StepConditionType("purge")).Reason).To(Equal(tc.wantReason))
+			if tc.jobExists {
+				g.Expect(st.Attempts).To(Equal(int32(1)), "a Job found is recorded as seen")
+			}
+			err = c.Get(ctx, types.NamespacedName{Namespace: "ns", Name: job}, &batchv1.Job{})
+			g.Expect(apierrors.IsNotFound(err)).To(Equal(!tc.wantJob), "Job exists: %v", err)
+
+			// Intent first: a Job that exists now is recorded in the stored
+			// status, with the step list.
+			if tc.wantJob {
+				stored := &snsv1alpha1.FriendDeletion{}
+				g.Expect(c.Get(ctx, types.NamespacedName{Namespace: "ns", Name: "fd1"}, stored)).To(Succeed())
+				g.Expect(stepstatus.Find(stored, "purge").JobName).To(Equal(job))
+			}
+		})
+	}
+}
