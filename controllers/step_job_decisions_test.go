@@ -13,7 +13,7 @@ import (
 
 	snsv1alpha1 "github.com/imcallback/friend-deletion-operator/api/v1alpha1"
 	"github.com/imcallback/friend-deletion-operator/controllers/internal/stepstatus"
-	"github.com/imcallback/friend-deletion-operator/internal/testenv"
+	"github.com/imcallback/friend-deletion-operator/controllers/testenv"
 )
 
 // TestJobStepDecisions runs reconcileJobStep against a fake client for each
