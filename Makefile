@@ -101,8 +101,8 @@ fuzz: ## Run each fuzz target for FUZZTIME.
 ##@ Build
 
 .PHONY: build
-build: ## Build the manager binary.
-	go build -o $(BIN)/manager .
+build: ## Build the manager binary, stamped with VERSION and COMMIT.
+	go build -ldflags "$(LDFLAGS)" -o $(BIN)/manager .
 
 $(CONTROLLER_GEN): hack/tools/go.mod
 	cd hack/tools && GOBIN=$(BIN) go install sigs.k8s.io/controller-tools/cmd/controller-gen

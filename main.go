@@ -18,15 +18,21 @@ import (
 
 	"github.com/imcallback/friend-deletion-operator/controllers/examples/audit"
 	"github.com/imcallback/friend-deletion-operator/controllers/manager"
+	"github.com/imcallback/friend-deletion-operator/internal/version"
 )
 
 func main() {
 	opts := manager.DefaultOptions()
 	opts.BindFlags(flag.CommandLine)
 	enableExample := flag.Bool("enable-example-reconciler", false, "Run the worked example of a custom cleanup-step reconciler.")
+	printVersion := flag.Bool("version", false, "Print the version and commit the manager was built from, then exit.")
 	zapOpts := zap.Options{}
 	zapOpts.BindFlags(flag.CommandLine)
 	flag.Parse()
+	if *printVersion {
+		fmt.Println(version.String())
+		return
+	}
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)))
 
 	if err := run(opts, *enableExample); err != nil {

@@ -6,6 +6,8 @@
 #   make chart-rbac        copy the generated roles into the chart
 #   make helm-lint         lint the chart with default and non-default values
 #   make verify-install    regenerate everything above (make verify diffs it)
+#   make release           the release's artefacts in dist/: install.yaml with
+#                          the image pinned by tag, and the chart archive
 #   make docker-build      build the image (needs a Docker engine)
 
 KUSTOMIZE := $(BIN)/kustomize
@@ -17,6 +19,14 @@ CHART := charts/friend-deletion-operator
 VERSION ?= $(shell awk '$$1 == "appVersion:" { gsub(/"/, "", $$2); print $$2; exit }' $(ROOT)/$(CHART)/Chart.yaml)
 IMG ?= ghcr.io/imcallback/friend-deletion-operator:$(VERSION)
 CONTAINER_TOOL ?= docker
+# COMMIT is the source commit stamped into the binary and the image's labels.
+COMMIT ?= $(shell git -C $(ROOT) rev-parse HEAD 2>/dev/null)
+# LDFLAGS stamp VERSION and COMMIT into internal/version (`manager --version`);
+# the Dockerfile passes the same flags.
+VERSION_PKG := github.com/imcallback/friend-deletion-operator/internal/version
+LDFLAGS := -X $(VERSION_PKG).Version=$(VERSION) -X $(VERSION_PKG).Commit=$(COMMIT)
+# DIST is where `make release` writes its artefacts.
+DIST ?= $(ROOT)/dist
 
 ##@ Install
 
@@ -39,13 +49,18 @@ $(HELM): hack/tools/go.mod
 # $(MANAGER_IMAGE) at the chart's appVersion.
 MANAGER_IMAGE := ghcr.io/imcallback/friend-deletion-operator
 .PHONY: build-installer
-build-installer: manifests $(KUSTOMIZE) ## Render config/default into dist/install.yaml (IMG sets the image).
-	@mkdir -p dist
+# render-installer renders config/default with image IMG into the file $(1).
+define render-installer
+	@mkdir -p $(dir $(1))
 	@overlay=$$(mktemp -d) && trap 'rm -rf "$$overlay"' EXIT && \
 	cd "$$overlay" && \
 	$(KUSTOMIZE) create --resources "$$(realpath --relative-to=. $(ROOT)/config/default)" && \
 	$(KUSTOMIZE) edit set image "$(MANAGER_IMAGE)=$(IMG)" && \
-	$(KUSTOMIZE) build . > $(ROOT)/dist/install.yaml
+	$(KUSTOMIZE) build . > $(1)
+endef
+
+build-installer: manifests $(KUSTOMIZE) ## Render config/default into dist/install.yaml (IMG sets the image).
+	$(call render-installer,$(ROOT)/dist/install.yaml)
 	@echo "wrote dist/install.yaml with image $(IMG)"
 
 .PHONY: chart-crds
@@ -68,12 +83,32 @@ helm-lint: $(HELM) ## Lint the chart with its default values and with every opti
 helm-package: $(HELM) chart-crds chart-rbac ## Package the chart into dist/.
 	$(HELM) package $(CHART) --destination dist
 
+# A release: regenerate the chart's copies, then write the artefacts.
+.PHONY: release
+release: chart-crds chart-rbac ## Write dist/install.yaml (image pinned by tag) and the chart archive for VERSION.
+	@$(MAKE) --no-print-directory release-artefacts
+
+# The artefacts alone, from the committed generated files: DIST/install.yaml
+# rendered with IMG, which must name a tag other than latest, and the chart
+# archive with appVersion VERSION. The tests in test/install run this.
+.PHONY: release-artefacts
+release-artefacts: $(KUSTOMIZE) $(HELM)
+	@img="$(IMG)"; tag="$${img##*/}"; case "$$tag" in \
+	  *@*) echo "IMG=$(IMG): a release pins the image by tag, not digest" >&2; exit 1;; \
+	  *:latest) echo "IMG=$(IMG): a release pins the image by a version tag, not latest" >&2; exit 1;; \
+	  *:?*) ;; \
+	  *) echo "IMG=$(IMG) has no tag: a release pins the image by tag" >&2; exit 1;; \
+	esac
+	$(call render-installer,$(DIST)/install.yaml)
+	$(HELM) package $(ROOT)/$(CHART) --app-version $(VERSION) --destination $(DIST)
+	@echo "wrote $(DIST)/install.yaml with image $(IMG) and the chart for $(VERSION)"
+
 .PHONY: verify-install
 verify-install: build-installer chart-crds chart-rbac ## Regenerate the bundle and the chart's copies (make verify diffs them).
 
 .PHONY: docker-build
 docker-build: ## Build the manager image IMG (needs a Docker engine).
-	$(CONTAINER_TOOL) build -t $(IMG) .
+	$(CONTAINER_TOOL) build --build-arg VERSION=$(VERSION) --build-arg COMMIT=$(COMMIT) -t $(IMG) .
 
 .PHONY: docker-push
 docker-push: ## Push the manager image IMG.

@@ -1,0 +1,230 @@
+package install
+
+import (
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+
+	appsv1 "k8s.io/api/apps/v1"
+)
+
+const (
+	managerImage = "ghcr.io/imcallback/friend-deletion-operator"
+	versionPkg   = "github.com/imcallback/friend-deletion-operator/internal/version"
+)
+
+// goModVersion is the Go version go.mod asks for: its toolchain directive
+// when it has one, else its go directive.
+func goModVersion(t *testing.T) string {
+	t.Helper()
+	var goVersion, toolchain string
+	for _, line := range strings.Split(string(readFile(t, "go.mod")), "\n") {
+		fields := strings.Fields(line)
+		if len(fields) == 2 && fields[0] == "go" {
+			goVersion = fields[1]
+		}
+		if len(fields) == 2 && fields[0] == "toolchain" {
+			toolchain = strings.TrimPrefix(fields[1], "go")
+		}
+	}
+	if toolchain != "" {
+		return toolchain
+	}
+	if goVersion == "" {
+		t.Fatal("go.mod has no go directive")
+	}
+	return goVersion
+}
+
+// The builder image is the Go release go.mod names, so the image is built
+// with the toolchain the tests ran with.
+func TestDockerfileGoVersionIsGoMods(t *testing.T) {
+	m := regexp.MustCompile(`(?m)^ARG GO_VERSION=(\S+)$`).FindStringSubmatch(string(readFile(t, "Dockerfile")))
+	if m == nil {
+		t.Fatal("the Dockerfile has no `ARG GO_VERSION=<version>` line")
+	}
+	if want := goModVersion(t); m[1] != want {
+		t.Errorf("the Dockerfile builds with Go %s, go.mod asks for %s: set ARG GO_VERSION=%s", m[1], want, want)
+	}
+}
+
+// What a multi-platform build without emulation and a cached, stamped build
+// need from the Dockerfile. The image cannot be built on these machines;
+// TestDockerfileStampsVersion runs its go build.
+func TestDockerfileLines(t *testing.T) {
+	dockerfile := string(readFile(t, "Dockerfile"))
+	for _, want := range []string{
+		"# syntax=docker/dockerfile:1",
+		"FROM --platform=$BUILDPLATFORM golang:${GO_VERSION} AS builder",
+		"ARG TARGETOS",
+		"ARG TARGETARCH",
+		"CGO_ENABLED=0 GOOS=${TARGETOS} GOARCH=${TARGETARCH}",
+		"--mount=type=cache,target=/go/pkg/mod",
+		"--mount=type=cache,target=/root/.cache/go-build",
+		`org.opencontainers.image.source="https://github.com/imcallback/friend-deletion-operator"`,
+		`org.opencontainers.image.version="${VERSION}"`,
+		`org.opencontainers.image.revision="${COMMIT}"`,
+		"FROM gcr.io/distroless/static:nonroot",
+		"USER 65532:65532",
+	} {
+		if !strings.Contains(dockerfile, want) {
+			t.Errorf("the Dockerfile lacks %q", want)
+		}
+	}
+}
+
+// dockerfileLDFlags returns the -ldflags value of the Dockerfile's go build
+// with the build arguments VERSION and COMMIT filled in.
+func dockerfileLDFlags(t *testing.T, version, commit string) string {
+	t.Helper()
+	m := regexp.MustCompile(`-ldflags="([^"]*)"`).FindStringSubmatch(string(readFile(t, "Dockerfile")))
+	if m == nil {
+		t.Fatal(`the Dockerfile's go build has no -ldflags="..."`)
+	}
+	return strings.NewReplacer("${VERSION}", version, "${COMMIT}", commit).Replace(m[1])
+}
+
+// checkVersionOutput runs a built manager with --version and checks that it
+// prints the stamped version and commit.
+func checkVersionOutput(t *testing.T, bin, version, commit string) {
+	t.Helper()
+	out, err := run(t, bin, "--version")
+	if err != nil {
+		t.Fatalf("%s --version: %v", bin, err)
+	}
+	want := "friend-deletion-operator " + version + " (commit " + commit + ","
+	if !strings.HasPrefix(out, want) {
+		t.Errorf("--version printed %q, want it to start with %q", out, want)
+	}
+}
+
+// The Dockerfile's linker flags name the package --version reads.
+func TestDockerfileStampsVersion(t *testing.T) {
+	ldflags := dockerfileLDFlags(t, "v1.2.3", "0123456789abcdef")
+	if !strings.Contains(ldflags, versionPkg+".Version=v1.2.3") || !strings.Contains(ldflags, versionPkg+".Commit=0123456789abcdef") {
+		t.Fatalf("the Dockerfile's -ldflags do not stamp %s: %s", versionPkg, ldflags)
+	}
+	bin := filepath.Join(t.TempDir(), "manager")
+	if out, err := run(t, "go", "build", "-trimpath", "-ldflags="+ldflags, "-o", bin, "."); err != nil {
+		t.Fatalf("go build with the Dockerfile's -ldflags: %v\n%s", err, out)
+	}
+	checkVersionOutput(t, bin, "v1.2.3", "0123456789abcdef")
+}
+
+// `make build` stamps VERSION and COMMIT the same way.
+func TestMakeBuildStampsVersion(t *testing.T) {
+	dir := t.TempDir()
+	if out, err := run(t, "make", "--no-print-directory", "build", "BIN="+dir, "VERSION=v4.5.6", "COMMIT=fedcba9876543210"); err != nil {
+		t.Fatalf("make build: %v\n%s", err, out)
+	}
+	checkVersionOutput(t, filepath.Join(dir, "manager"), "v4.5.6", "fedcba9876543210")
+}
+
+// bundleImage returns the manager image of a rendered kubectl bundle.
+func bundleImage(t *testing.T, stream string) string {
+	t.Helper()
+	d := get[appsv1.Deployment](t, decode(t, stream), "Deployment", bundleDeploy)
+	return d.Spec.Template.Spec.Containers[0].Image
+}
+
+// makeRelease runs `make release-artefacts` into a fresh folder with extra
+// make variables and returns the folder.
+func makeRelease(t *testing.T, vars ...string) (string, error) {
+	t.Helper()
+	tool(t, "helm")
+	tool(t, "kustomize")
+	dist := t.TempDir()
+	out, err := run(t, "make", append([]string{"--no-print-directory", "release-artefacts", "DIST=" + dist}, vars...)...)
+	if err != nil {
+		return dist, err
+	}
+	if !strings.Contains(out, "wrote "+dist+"/install.yaml") {
+		t.Errorf("make release-artefacts said:\n%s", out)
+	}
+	return dist, nil
+}
+
+// A release's two artefacts install the same image, pinned by the
+// release's tag: the bundle names it, and so does the packaged chart by
+// default.
+func TestReleaseArtefacts(t *testing.T) {
+	dist, err := makeRelease(t)
+	if err != nil {
+		t.Fatalf("make release-artefacts: %v", err)
+	}
+	version := chartAppVersion(t)
+	want := managerImage + ":" + version
+
+	bundle, err := os.ReadFile(filepath.Join(dist, "install.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := bundleImage(t, string(bundle)); got != want {
+		t.Errorf("the release's install.yaml runs %s, want %s", got, want)
+	}
+	if string(bundle) != string(readFile(t, bundleFile)) {
+		t.Errorf("the release's install.yaml differs from the committed %s", bundleFile)
+	}
+
+	pkgs, _ := filepath.Glob(filepath.Join(dist, "friend-deletion-operator-*.tgz"))
+	if len(pkgs) != 1 {
+		t.Fatalf("the release wrote %d chart archives, want 1: %v", len(pkgs), pkgs)
+	}
+	helm := tool(t, "helm")
+	chartYAML, err := run(t, helm, "show", "chart", pkgs[0])
+	if err != nil {
+		t.Fatalf("helm show chart: %v", err)
+	}
+	if !strings.Contains(chartYAML, "appVersion: "+version) {
+		t.Errorf("the packaged chart's appVersion is not %s:\n%s", version, chartYAML)
+	}
+	rendered, err := run(t, helm, "template", "fdo", pkgs[0], "--namespace", "ops")
+	if err != nil {
+		t.Fatalf("helm template %s: %v", pkgs[0], err)
+	}
+	d := get[appsv1.Deployment](t, decode(t, rendered), "Deployment", release)
+	if got := d.Spec.Template.Spec.Containers[0].Image; got != want {
+		t.Errorf("the packaged chart runs %s by default, want %s", got, want)
+	}
+	crds, err := run(t, helm, "show", "crds", pkgs[0])
+	if err != nil {
+		t.Fatalf("helm show crds: %v", err)
+	}
+	if got := len(decode(t, crds).ofKind("CustomResourceDefinition")); got != 2 {
+		t.Errorf("the packaged chart holds %d CRDs, want 2", got)
+	}
+}
+
+func TestReleaseImage(t *testing.T) {
+	t.Run("another registry, pinned by tag", func(t *testing.T) {
+		img := "registry.example.com:5000/im/friend-deletion-operator:v1.2.3"
+		dist, err := makeRelease(t, "IMG="+img)
+		if err != nil {
+			t.Fatalf("make release-artefacts IMG=%s: %v", img, err)
+		}
+		bundle, err := os.ReadFile(filepath.Join(dist, "install.yaml"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := bundleImage(t, string(bundle)); got != img {
+			t.Errorf("install.yaml runs %s, want %s", got, img)
+		}
+	})
+	for name, img := range map[string]string{
+		"no tag":       "registry.example.com:5000/im/friend-deletion-operator",
+		"latest":       managerImage + ":latest",
+		"digest alone": managerImage + "@sha256:" + strings.Repeat("a", 64),
+	} {
+		t.Run("refuses "+name, func(t *testing.T) {
+			dist, err := makeRelease(t, "IMG="+img)
+			if err == nil || !strings.Contains(err.Error(), "pins the image by") {
+				t.Errorf("make release-artefacts IMG=%s: error %v, want a refusal", img, err)
+			}
+			if entries, _ := os.ReadDir(dist); len(entries) != 0 {
+				t.Errorf("a refused release wrote %d files", len(entries))
+			}
+		})
+	}
+}
