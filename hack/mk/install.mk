@@ -40,8 +40,13 @@ $(KUSTOMIZE): hack/tools/go.mod
 	cd hack/tools && GOBIN=$(BIN) go install sigs.k8s.io/kustomize/kustomize/v5
 	@touch $@
 
-$(HELM): hack/tools/go.mod
-	cd hack/tools && GOBIN=$(BIN) go install helm.sh/helm/v3/cmd/helm
+# Helm's own release build stamps the Kubernetes version of its client-go as
+# the one `helm template` and `helm lint` assume; a plain go install leaves
+# 1.20, older than the chart's kubeVersion. Stamp it the same way.
+HELM_K8S_MINOR = $(word 2,$(subst ., ,$(shell cd $(ROOT)/hack/tools && go list -f '{{.Version}}' -m k8s.io/client-go)))
+HELM_LDFLAGS = $(foreach pkg,pkg/chartutil pkg/lint/rules,-X helm.sh/helm/v3/$(pkg).k8sVersionMajor=1 -X helm.sh/helm/v3/$(pkg).k8sVersionMinor=$(HELM_K8S_MINOR))
+$(HELM): hack/tools/go.mod hack/mk/install.mk
+	cd hack/tools && GOBIN=$(BIN) go install -ldflags "$(HELM_LDFLAGS)" helm.sh/helm/v3/cmd/helm
 	@touch $@
 
 # The image is set in a throw-away overlay, so IMG=... never edits the
