@@ -117,6 +117,9 @@ func SetupWithManager(mgr ctrl.Manager, opts Options) error {
 	if err != nil {
 		return fmt.Errorf("setting up the CallbackConfig reconciler: %w", err)
 	}
+	if err := addMetrics(mgr, opts); err != nil {
+		return fmt.Errorf("adding the FriendDeletion metrics: %w", err)
+	}
 	return nil
 }
 

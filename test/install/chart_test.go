@@ -18,6 +18,7 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	"sigs.k8s.io/yaml"
 )
 
 // Names the chart gives a release "fdo".
@@ -114,7 +115,7 @@ func TestChartDefaults(t *testing.T) {
 		checkSelects(t, "PodDisruptionBudget "+pdb.Name, pdb.Spec.Selector, all, d)
 	}
 
-	for _, kind := range []string{"Ingress", "Certificate", "ServiceMonitor", "NetworkPolicy"} {
+	for _, kind := range []string{"Ingress", "Certificate", "ServiceMonitor", "NetworkPolicy", "PrometheusRule", "ConfigMap"} {
 		if got := objs.ofKind(kind); len(got) != 0 {
 			t.Errorf("a %s is rendered though it is off by default", kind)
 		}
@@ -410,6 +411,22 @@ func TestChartEveryOption(t *testing.T) {
 	}
 	if sm.GetLabels()["release"] != "prometheus" {
 		t.Errorf("ServiceMonitor labels = %v, want release: prometheus", sm.GetLabels())
+	}
+	// The metrics' own namespace label (the CallbackConfig's) must survive
+	// the scrape for the dashboard and the alerts.
+	endpoints, _, _ := unstructured.NestedSlice(sm.Object, "spec", "endpoints")
+	if len(endpoints) != 1 || endpoints[0].(map[string]any)["honorLabels"] != true {
+		t.Errorf("ServiceMonitor endpoints %v, want one with honorLabels: true", endpoints)
+	}
+	rule := objs.find("PrometheusRule", release)
+	if rule == nil {
+		t.Fatalf("no PrometheusRule %s", release)
+	}
+	if rule.GetLabels()["release"] != "prometheus" {
+		t.Errorf("PrometheusRule labels = %v, want release: prometheus", rule.GetLabels())
+	}
+	if raw, _ := yaml.Marshal(rule.Object); !strings.Contains(strings.Join(strings.Fields(string(raw)), " "), `{phase="Running"}) > 86400`) {
+		t.Errorf("the PrometheusRule's FriendDeletionStuck does not use stuckAfterSeconds 86400:\n%s", raw)
 	}
 	smSel, _, _ := unstructured.NestedStringMap(sm.Object, "spec", "selector", "matchLabels")
 	metrics := get[corev1.Service](t, objs, "Service", metricsSvc)

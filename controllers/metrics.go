@@ -1,0 +1,158 @@
+package controllers
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"k8s.io/utils/clock"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
+
+	snsv1alpha1 "github.com/imcallback/friend-deletion-operator/api/v1alpha1"
+)
+
+// Metrics of the FriendDeletions the controllers hold, computed from the
+// manager's cache at each scrape, on the elected leader only (the other
+// replicas report none, so a dashboard needs no de-duplication). Every
+// CallbackConfig gets all its series, zero when nothing is there, so that
+// alerts see a 0 rather than no data.
+var (
+	descFriendDeletions = prometheus.NewDesc("friend_deletion_frienddeletions",
+		"FriendDeletions by config and phase (Pending, Running, Succeeded, Failed); finished ones until their retention deletes them.",
+		[]string{"namespace", "config", "phase"}, nil)
+	descOldestAge = prometheus.NewDesc("friend_deletion_oldest_unfinished_age_seconds",
+		"Age (since it was received) of the oldest FriendDeletion in phase Pending or Running, by config; 0 when there is none.",
+		[]string{"namespace", "config", "phase"}, nil)
+	descRetentionOverdue = prometheus.NewDesc("friend_deletion_retention_overdue",
+		"Finished FriendDeletions whose retention has passed but which still exist, by config.",
+		[]string{"namespace", "config"}, nil)
+)
+
+// phases are the phases reported, in order; a FriendDeletion not yet
+// reconciled (no phase) counts as Pending.
+var phases = []snsv1alpha1.Phase{snsv1alpha1.PhasePending, snsv1alpha1.PhaseRunning, snsv1alpha1.PhaseSucceeded, snsv1alpha1.PhaseFailed}
+
+// configKey names a CallbackConfig.
+type configKey struct{ namespace, name string }
+
+// configStats is what the metrics report of one config's FriendDeletions.
+type configStats struct {
+	count            map[snsv1alpha1.Phase]int
+	oldest           map[snsv1alpha1.Phase]time.Duration
+	retentionOverdue int
+}
+
+// frienddeletionStats computes the metrics' values from the configs and
+// FriendDeletions at time now.
+func frienddeletionStats(configs []snsv1alpha1.CallbackConfig, fds []snsv1alpha1.FriendDeletion, now time.Time) map[configKey]*configStats {
+	stats := map[configKey]*configStats{}
+	of := func(k configKey) *configStats {
+		s := stats[k]
+		if s == nil {
+			s = &configStats{count: map[snsv1alpha1.Phase]int{}, oldest: map[snsv1alpha1.Phase]time.Duration{}}
+			stats[k] = s
+		}
+		return s
+	}
+	byKey := map[configKey]*snsv1alpha1.CallbackConfig{}
+	for i := range configs {
+		k := configKey{configs[i].Namespace, configs[i].Name}
+		byKey[k] = &configs[i]
+		of(k)
+	}
+	for i := range fds {
+		fd := &fds[i]
+		k := configKey{fd.Namespace, fd.Spec.ConfigName}
+		s := of(k)
+		phase := fd.Status.Phase
+		if phase == "" {
+			phase = snsv1alpha1.PhasePending
+		}
+		s.count[phase]++
+		if !phase.Finished() {
+			if age := now.Sub(fd.CreationTimestamp.Time); age > s.oldest[phase] {
+				s.oldest[phase] = age
+			}
+			continue
+		}
+		if c := fd.Status.CompletionTime; c != nil && fd.DeletionTimestamp.IsZero() &&
+			now.After(c.Add(retentionFor(phase, byKey[k]))) {
+			s.retentionOverdue++
+		}
+	}
+	return stats
+}
+
+// frienddeletionCollector reports frienddeletionStats of the cache.
+type frienddeletionCollector struct {
+	reader client.Reader
+	clock  clock.PassiveClock
+}
+
+func (c *frienddeletionCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- descFriendDeletions
+	ch <- descOldestAge
+	ch <- descRetentionOverdue
+}
+
+// Collect lists from the cache without copying: the objects are only read.
+func (c *frienddeletionCollector) Collect(ch chan<- prometheus.Metric) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var configs snsv1alpha1.CallbackConfigList
+	var fds snsv1alpha1.FriendDeletionList
+	if err := c.reader.List(ctx, &configs, client.UnsafeDisableDeepCopy); err != nil {
+		ch <- prometheus.NewInvalidMetric(descFriendDeletions, err)
+		return
+	}
+	if err := c.reader.List(ctx, &fds, client.UnsafeDisableDeepCopy); err != nil {
+		ch <- prometheus.NewInvalidMetric(descFriendDeletions, err)
+		return
+	}
+	for k, s := range frienddeletionStats(configs.Items, fds.Items, c.clock.Now()) {
+		for _, p := range phases {
+			ch <- prometheus.MustNewConstMetric(descFriendDeletions, prometheus.GaugeValue, float64(s.count[p]), k.namespace, k.name, string(p))
+			if !p.Finished() {
+				ch <- prometheus.MustNewConstMetric(descOldestAge, prometheus.GaugeValue, s.oldest[p].Seconds(), k.namespace, k.name, string(p))
+			}
+		}
+		ch <- prometheus.MustNewConstMetric(descRetentionOverdue, prometheus.GaugeValue, float64(s.retentionOverdue), k.namespace, k.name)
+	}
+}
+
+// metricsRunnable registers the collector with controller-runtime's
+// registry, which the manager's metrics endpoint serves, while this replica
+// leads, and unregisters it when the manager stops.
+type metricsRunnable struct {
+	collector *frienddeletionCollector
+	registry  prometheus.Registerer
+}
+
+// NeedLeaderElection starts it on the leader only.
+func (r *metricsRunnable) NeedLeaderElection() bool { return true }
+
+func (r *metricsRunnable) Start(ctx context.Context) error {
+	if err := r.registry.Register(r.collector); err != nil {
+		var are prometheus.AlreadyRegisteredError
+		if !errors.As(err, &are) {
+			return err
+		}
+		// Another manager in this process (tests) reports them already.
+		ctrl.LoggerFrom(ctx).Info("FriendDeletion metrics are registered by another manager in this process")
+		return nil
+	}
+	<-ctx.Done()
+	r.registry.Unregister(r.collector)
+	return nil
+}
+
+// addMetrics adds the FriendDeletion metrics to mgr.
+func addMetrics(mgr ctrl.Manager, opts Options) error {
+	return mgr.Add(&metricsRunnable{
+		collector: &frienddeletionCollector{reader: mgr.GetClient(), clock: opts.Clock},
+		registry:  ctrlmetrics.Registry,
+	})
+}

@@ -1,0 +1,68 @@
+package controllers
+
+import (
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	snsv1alpha1 "github.com/imcallback/friend-deletion-operator/api/v1alpha1"
+)
+
+func TestFriendDeletionStats(t *testing.T) {
+	now := time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
+	ago := func(d time.Duration) metav1.Time { return metav1.NewTime(now.Add(-d)) }
+	at := func(d time.Duration) *metav1.Time { t := ago(d); return &t }
+	fd := func(ns, config string, phase snsv1alpha1.Phase, created time.Duration, completed *metav1.Time) snsv1alpha1.FriendDeletion {
+		return snsv1alpha1.FriendDeletion{
+			ObjectMeta: metav1.ObjectMeta{Namespace: ns, CreationTimestamp: ago(created)},
+			Spec:       snsv1alpha1.FriendDeletionSpec{ConfigName: config},
+			Status:     snsv1alpha1.FriendDeletionStatus{Phase: phase, CompletionTime: completed},
+		}
+	}
+	shortRetention := snsv1alpha1.CallbackConfig{ObjectMeta: metav1.ObjectMeta{Namespace: "chat", Name: "app"}}
+	shortRetention.Spec.Retention.Succeeded = &metav1.Duration{Duration: time.Hour}
+	idle := snsv1alpha1.CallbackConfig{ObjectMeta: metav1.ObjectMeta{Namespace: "chat", Name: "idle"}}
+
+	stats := frienddeletionStats([]snsv1alpha1.CallbackConfig{shortRetention, idle}, []snsv1alpha1.FriendDeletion{
+		fd("chat", "app", "", time.Minute, nil),                                     // not reconciled yet: Pending
+		fd("chat", "app", snsv1alpha1.PhasePending, 5*time.Minute, nil),             // the oldest Pending
+		fd("chat", "app", snsv1alpha1.PhaseRunning, 2*time.Hour, nil),               // the oldest Running
+		fd("chat", "app", snsv1alpha1.PhaseSucceeded, 3*time.Hour, at(2*time.Hour)), // retention 1h: overdue
+		fd("chat", "app", snsv1alpha1.PhaseSucceeded, time.Hour, at(30*time.Minute)),
+		fd("chat", "app", snsv1alpha1.PhaseFailed, 3*time.Hour, at(2*time.Hour)),       // failed: default 168h
+		fd("chat", "gone", snsv1alpha1.PhaseSucceeded, 48*time.Hour, at(25*time.Hour)), // config gone: default 24h, overdue
+	}, now)
+
+	for _, tc := range []struct {
+		key                          configKey
+		pending, running, ok, failed int
+		oldestPending, oldestRunning time.Duration
+		overdue                      int
+	}{
+		{configKey{"chat", "app"}, 2, 1, 2, 1, 5 * time.Minute, 2 * time.Hour, 1},
+		{configKey{"chat", "gone"}, 0, 0, 1, 0, 0, 0, 1},
+		{configKey{"chat", "idle"}, 0, 0, 0, 0, 0, 0, 0},
+	} {
+		s := stats[tc.key]
+		if s == nil {
+			t.Errorf("%v: no stats", tc.key)
+			continue
+		}
+		got := []int{s.count[snsv1alpha1.PhasePending], s.count[snsv1alpha1.PhaseRunning], s.count[snsv1alpha1.PhaseSucceeded], s.count[snsv1alpha1.PhaseFailed], s.retentionOverdue}
+		want := []int{tc.pending, tc.running, tc.ok, tc.failed, tc.overdue}
+		for i := range got {
+			if got[i] != want[i] {
+				t.Errorf("%v: pending, running, succeeded, failed, overdue = %v, want %v", tc.key, got, want)
+				break
+			}
+		}
+		if s.oldest[snsv1alpha1.PhasePending] != tc.oldestPending || s.oldest[snsv1alpha1.PhaseRunning] != tc.oldestRunning {
+			t.Errorf("%v: oldest Pending %s, Running %s; want %s, %s", tc.key,
+				s.oldest[snsv1alpha1.PhasePending], s.oldest[snsv1alpha1.PhaseRunning], tc.oldestPending, tc.oldestRunning)
+		}
+	}
+	if len(stats) != 3 {
+		t.Errorf("stats for %d configs, want 3", len(stats))
+	}
+}
