@@ -16,11 +16,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-logr/logr"
 	. "github.com/onsi/gomega"
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	ctrl "sigs.k8s.io/controller-runtime"
 
 	snsv1alpha1 "github.com/imcallback/friend-deletion-operator/api/v1alpha1"
 	"github.com/imcallback/friend-deletion-operator/controllers/manager"
@@ -126,13 +128,14 @@ func TestDashboardAndAlertMetricsExist(t *testing.T) {
 		t.Fatalf("no metric names found: dashboard %v, rules %v", dashboard, rules)
 	}
 
+	ctrl.SetLogger(logr.Discard())
 	ns := env.Namespace(t)
 	opts := manager.TestOptions(env.Config, ns)
 	metricsAddr, receiverAddr := freeLoopbackAddr(t), freeLoopbackAddr(t)
-	// Plain HTTP without authentication: this test checks names, not access.
-	opts.Manager.Metrics.BindAddress = metricsAddr
-	opts.Manager.Metrics.SecureServing = false
-	opts.Manager.Metrics.FilterProvider = nil
+	// Plain HTTP without authentication (--metrics-secure=false): this test
+	// checks names, not access, which test/install checks elsewhere.
+	opts.Metrics.BindAddress = metricsAddr
+	opts.Metrics.Secure = false
 	opts.Receiver.BindAddress = receiverAddr
 	opts.Receiver.StatusFlushInterval = 200 * time.Millisecond
 	testenv.Go(t, func(ctx context.Context) error { return manager.Run(ctx, opts) })

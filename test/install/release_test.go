@@ -122,11 +122,31 @@ func TestMakeBuildStampsVersion(t *testing.T) {
 	checkVersionOutput(t, filepath.Join(dir, "manager"), "v4.5.6", "fedcba9876543210")
 }
 
-// bundleImage returns the manager image of a rendered kubectl bundle.
-func bundleImage(t *testing.T, stream string) string {
+// images returns the images of every Deployment's containers in a
+// rendered manifest stream, failing the test when there is none.
+func images(t *testing.T, stream string) []string {
 	t.Helper()
-	d := get[appsv1.Deployment](t, decode(t, stream), "Deployment", bundleDeploy)
-	return d.Spec.Template.Spec.Containers[0].Image
+	var out []string
+	for _, u := range decode(t, stream).ofKind("Deployment") {
+		d := get[appsv1.Deployment](t, manifests{u}, "Deployment", u.GetName())
+		for _, c := range d.Spec.Template.Spec.Containers {
+			out = append(out, c.Image)
+		}
+	}
+	if len(out) == 0 {
+		t.Fatal("no Deployment among the rendered objects")
+	}
+	return out
+}
+
+// checkImages checks that every Deployment runs image want.
+func checkImages(t *testing.T, what, stream, want string) {
+	t.Helper()
+	for _, got := range images(t, stream) {
+		if got != want {
+			t.Errorf("%s runs %s, want %s", what, got, want)
+		}
+	}
 }
 
 // makeRelease runs `make release-artefacts` into a fresh folder with extra
@@ -161,9 +181,7 @@ func TestReleaseArtefacts(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := bundleImage(t, string(bundle)); got != want {
-		t.Errorf("the release's install.yaml runs %s, want %s", got, want)
-	}
+	checkImages(t, "the release's install.yaml", string(bundle), want)
 	if string(bundle) != string(readFile(t, bundleFile)) {
 		t.Errorf("the release's install.yaml differs from the committed %s", bundleFile)
 	}
@@ -184,10 +202,7 @@ func TestReleaseArtefacts(t *testing.T) {
 	if err != nil {
 		t.Fatalf("helm template %s: %v", pkgs[0], err)
 	}
-	d := get[appsv1.Deployment](t, decode(t, rendered), "Deployment", release)
-	if got := d.Spec.Template.Spec.Containers[0].Image; got != want {
-		t.Errorf("the packaged chart runs %s by default, want %s", got, want)
-	}
+	checkImages(t, "the packaged chart", rendered, want)
 	crds, err := run(t, helm, "show", "crds", pkgs[0])
 	if err != nil {
 		t.Fatalf("helm show crds: %v", err)
@@ -208,9 +223,7 @@ func TestReleaseImage(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if got := bundleImage(t, string(bundle)); got != img {
-			t.Errorf("install.yaml runs %s, want %s", got, img)
-		}
+		checkImages(t, "install.yaml", string(bundle), img)
 	})
 	for name, img := range map[string]string{
 		"no tag":       "registry.example.com:5000/im/friend-deletion-operator",
