@@ -20,6 +20,25 @@ like the chart gets the bare chart name.
 {{- end }}
 {{- end }}
 
+{{/*
+The name of one of the release's objects: <fullname>-<suffix>, at most 63
+characters (a Service's or label value's limit) whatever the release name.
+When <fullname>-<suffix> is longer, the full name is cut and a hash of it
+added, so that releases whose names differ only at the end still get
+different names: <cut fullname>-<6 hex digits>-<suffix>. Called with
+(list $ "receiver").
+*/}}
+{{- define "fdo.suffixedName" -}}
+{{- $full := include "fdo.fullname" (index . 0) }}
+{{- $suffix := index . 1 }}
+{{- if le (add (len $full) (len $suffix) 1) 63 }}
+{{- printf "%s-%s" $full $suffix }}
+{{- else }}
+{{- $keep := int (sub 63 (add (len $suffix) 8)) }}
+{{- printf "%s-%s-%s" ($full | trunc $keep | trimSuffix "-") ($full | sha256sum | trunc 6) $suffix }}
+{{- end }}
+{{- end }}
+
 {{/* Labels on every object. */}}
 {{- define "fdo.labels" -}}
 helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
@@ -53,7 +72,7 @@ A role's ServiceAccount: <fullname>-<role> unless named. Called with
 {{- $key := printf "%sName" $role }}
 {{- $name := get $root.Values.serviceAccount $key }}
 {{- if $root.Values.serviceAccount.create }}
-{{- default (printf "%s-%s" (include "fdo.fullname" $root) $role) $name }}
+{{- default (include "fdo.suffixedName" (list $root $role)) $name }}
 {{- else }}
 {{- required (printf "serviceAccount.%s is required when serviceAccount.create is false" $key) $name }}
 {{- end }}
@@ -70,7 +89,7 @@ A role's ServiceAccount: <fullname>-<role> unless named. Called with
 
 {{/* The Secret holding the receiver's serving certificate. */}}
 {{- define "fdo.receiverTLSSecret" -}}
-{{- default (printf "%s-receiver-tls" (include "fdo.fullname" .)) .Values.receiver.tls.secretName }}
+{{- default (include "fdo.suffixedName" (list . "receiver-tls")) .Values.receiver.tls.secretName }}
 {{- end }}
 
 {{/* The receiver Service's port: receiver.service.port, else 443 or 80. */}}
