@@ -89,6 +89,7 @@ func TestChartDefaults(t *testing.T) {
 			t.Errorf("%s serviceAccountName = %q, want %q", role, d.Spec.Template.Spec.ServiceAccountName, sa)
 		}
 		get[corev1.ServiceAccount](t, objs, "ServiceAccount", release+"-"+role)
+		checkSpreadOverNodes(t, d)
 	}
 	for _, arg := range []string{"--leader-elect=true", "--leader-election-namespace=ops"} {
 		if c := ctrls.Spec.Template.Spec.Containers[0]; !hasArg(c.Args, arg) {
@@ -342,6 +343,20 @@ func TestChartEveryOption(t *testing.T) {
 		}
 		if got := secretMountedAt(d, "/etc/metrics-tls"); got != "metrics-serving-cert" {
 			t.Errorf("%s mounts metrics TLS Secret %q, want metrics-serving-cert", role, got)
+		}
+		// Extra volumes, mounts and environment, annotations, spread.
+		pod := d.Spec.Template.Spec
+		if !hasVolume(pod, "private-ca", "private-ca-bundle") || !hasMount(c, "private-ca", "/etc/ssl/private-ca") {
+			t.Errorf("%s lacks the extra volume private-ca mounted at /etc/ssl/private-ca: volumes %+v, mounts %+v", role, pod.Volumes, c.VolumeMounts)
+		}
+		if v := envValue(c, "SSL_CERT_DIR"); v != "/etc/ssl/certs:/etc/ssl/private-ca" {
+			t.Errorf("%s SSL_CERT_DIR = %q, want the extraEnv value", role, v)
+		}
+		if d.Spec.Template.Annotations["example.com/scrape"] != "false" {
+			t.Errorf("%s pod annotations %v lack podAnnotations", role, d.Spec.Template.Annotations)
+		}
+		if len(pod.TopologySpreadConstraints) != 1 || pod.TopologySpreadConstraints[0].TopologyKey != "topology.kubernetes.io/zone" {
+			t.Errorf("%s topologySpreadConstraints %+v, want the given zone spread in place of the default", role, pod.TopologySpreadConstraints)
 		}
 	}
 	if ctrls.Spec.Template.Spec.ServiceAccountName != "im-cleanup" || recvD.Spec.Template.Spec.ServiceAccountName != "im-callbacks" {
@@ -597,6 +612,7 @@ func TestChartRefusesBrokenValues(t *testing.T) {
 		"cert-manager without TLS":         {[]string{"receiver.tls.certManager.enabled=true"}, "needs receiver.tls.enabled"},
 		"Ingress without a host":           {[]string{"ingress.enabled=true"}, "ingress.hosts"},
 		"misspelt value":                   {[]string{"reciever.tls.enabled=true"}, "reciever"},
+		"extra mount without a path":       {[]string{"extraVolumeMounts[0].name=ca"}, "mountPath"},
 		"unknown Service type":             {[]string{"receiver.service.type=ExternalName"}, "receiver/service/type"},
 	} {
 		t.Run(name, func(t *testing.T) {
@@ -671,4 +687,50 @@ func secretMountedAt(d *appsv1.Deployment, path string) string {
 		}
 	}
 	return ""
+}
+
+// hasVolume reports whether the pod has a volume of that name from that
+// ConfigMap.
+func hasVolume(pod corev1.PodSpec, name, configMap string) bool {
+	for _, v := range pod.Volumes {
+		if v.Name == name && v.ConfigMap != nil && v.ConfigMap.Name == configMap {
+			return true
+		}
+	}
+	return false
+}
+
+// hasMount reports whether the container mounts volume name at path.
+func hasMount(c corev1.Container, name, path string) bool {
+	for _, m := range c.VolumeMounts {
+		if m.Name == name && m.MountPath == path {
+			return true
+		}
+	}
+	return false
+}
+
+// envValue returns the value of the container's environment variable name.
+func envValue(c corev1.Container, name string) string {
+	for _, e := range c.Env {
+		if e.Name == name {
+			return e.Value
+		}
+	}
+	return ""
+}
+
+// checkSpreadOverNodes checks the default spread of a Deployment's replicas
+// over nodes: by host name, counting that Deployment's own pods.
+func checkSpreadOverNodes(t *testing.T, d *appsv1.Deployment) {
+	t.Helper()
+	tsc := d.Spec.Template.Spec.TopologySpreadConstraints
+	if len(tsc) != 1 || tsc[0].TopologyKey != corev1.LabelHostname || tsc[0].MaxSkew != 1 {
+		t.Errorf("%s topologySpreadConstraints = %+v, want one spreading over %s", d.Name, tsc, corev1.LabelHostname)
+		return
+	}
+	sel, err := metav1.LabelSelectorAsSelector(tsc[0].LabelSelector)
+	if err != nil || !sel.Matches(labels.Set(d.Spec.Template.Labels)) {
+		t.Errorf("%s spreads pods selected by %v, not its own (%v)", d.Name, tsc[0].LabelSelector, d.Spec.Template.Labels)
+	}
 }
