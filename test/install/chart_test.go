@@ -90,6 +90,7 @@ func TestChartDefaults(t *testing.T) {
 		}
 		get[corev1.ServiceAccount](t, objs, "ServiceAccount", release+"-"+role)
 		checkSpreadOverNodes(t, d)
+		checkCPURequest(t, c, role)
 	}
 	for _, arg := range []string{"--leader-elect=true", "--leader-election-namespace=ops"} {
 		if c := ctrls.Spec.Template.Spec.Containers[0]; !hasArg(c.Args, arg) {
@@ -732,5 +733,24 @@ func checkSpreadOverNodes(t *testing.T, d *appsv1.Deployment) {
 	sel, err := metav1.LabelSelectorAsSelector(tsc[0].LabelSelector)
 	if err != nil || !sel.Matches(labels.Set(d.Spec.Template.Labels)) {
 		t.Errorf("%s spreads pods selected by %v, not its own (%v)", d.Name, tsc[0].LabelSelector, d.Spec.Template.Labels)
+	}
+}
+
+// A GOMEMLIMIT in extraEnv replaces the one from the memory limit instead of
+// repeating the variable, which server-side apply would refuse.
+func TestChartGoMemLimitOverride(t *testing.T) {
+	objs := decode(t, mustHelmTemplate(t, "ops", "--set", "extraEnv[0].name=GOMEMLIMIT", "--set", "extraEnv[0].value=400MiB"))
+	ctrls, recvD, _ := chartDeployments(t, objs)
+	for _, d := range []*appsv1.Deployment{ctrls, recvD} {
+		c := d.Spec.Template.Spec.Containers[0]
+		n := 0
+		for _, e := range c.Env {
+			if e.Name == "GOMEMLIMIT" {
+				n++
+			}
+		}
+		if n != 1 || envValue(c, "GOMEMLIMIT") != "400MiB" {
+			t.Errorf("%s env %+v, want GOMEMLIMIT=400MiB once", d.Name, c.Env)
+		}
 	}
 }

@@ -6,6 +6,7 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/intstr"
 )
@@ -53,6 +54,7 @@ func checkManagerPod(t *testing.T, d *appsv1.Deployment, role string) corev1.Con
 	if c.Resources.Requests.Memory().IsZero() || c.Resources.Limits.Memory().IsZero() {
 		t.Errorf("the manager should have memory requests and limits, got %+v", c.Resources)
 	}
+	checkGoMemLimit(t, c)
 
 	want := rolePorts[role]
 	if len(c.Ports) != len(want) {
@@ -114,5 +116,35 @@ func checkServiceReaches(t *testing.T, svc *corev1.Service, all []*appsv1.Deploy
 	p := svc.Spec.Ports[0]
 	if p.Port != port || p.TargetPort != intstr.FromString(targetPort) {
 		t.Errorf("Service %s forwards port %d to %s, want %d to %s", svc.Name, p.Port, p.TargetPort.String(), port, targetPort)
+	}
+}
+
+// checkGoMemLimit checks that the container sets GOMEMLIMIT once, from its
+// own memory limit through the downward API.
+func checkGoMemLimit(t *testing.T, c corev1.Container) {
+	t.Helper()
+	var found []corev1.EnvVar
+	for _, e := range c.Env {
+		if e.Name == "GOMEMLIMIT" {
+			found = append(found, e)
+		}
+	}
+	if len(found) != 1 {
+		t.Errorf("GOMEMLIMIT is set %d times, want once: %+v", len(found), c.Env)
+		return
+	}
+	ref := found[0].ValueFrom
+	if ref == nil || ref.ResourceFieldRef == nil || ref.ResourceFieldRef.Resource != "limits.memory" ||
+		(ref.ResourceFieldRef.ContainerName != "" && ref.ResourceFieldRef.ContainerName != c.Name) {
+		t.Errorf("GOMEMLIMIT = %+v, want the container's limits.memory through resourceFieldRef", found[0])
+	}
+}
+
+// checkCPURequest checks a default install's CPU request: the receiver is
+// latency-bound, so well above the 10m an idle process needs.
+func checkCPURequest(t *testing.T, c corev1.Container, role string) {
+	t.Helper()
+	if min := resource.MustParse("100m"); c.Resources.Requests.Cpu().Cmp(min) < 0 {
+		t.Errorf("%s requests %s CPU, want at least %s", role, c.Resources.Requests.Cpu(), &min)
 	}
 }
