@@ -611,10 +611,12 @@ func TestChartRefusesBrokenValues(t *testing.T) {
 		"TLS without a certificate source": {[]string{"receiver.tls.enabled=true"}, "receiver.tls.secretName"},
 		"cert-manager without an issuer":   {[]string{"receiver.tls.enabled=true", "receiver.tls.certManager.enabled=true"}, "issuerRef.name"},
 		"cert-manager without TLS":         {[]string{"receiver.tls.certManager.enabled=true"}, "needs receiver.tls.enabled"},
-		"Ingress without a host":           {[]string{"ingress.enabled=true"}, "ingress.hosts"},
-		"misspelt value":                   {[]string{"reciever.tls.enabled=true"}, "reciever"},
-		"extra mount without a path":       {[]string{"extraVolumeMounts[0].name=ca"}, "mountPath"},
-		"unknown Service type":             {[]string{"receiver.service.type=ExternalName"}, "receiver/service/type"},
+		"public TLS without its host name": {[]string{"receiver.service.type=LoadBalancer", "receiver.tls.enabled=true",
+			"receiver.tls.certManager.enabled=true", "receiver.tls.certManager.issuerRef.name=letsencrypt"}, "receiver.tls.certManager.dnsNames"},
+		"Ingress without a host":     {[]string{"ingress.enabled=true"}, "ingress.hosts"},
+		"misspelt value":             {[]string{"reciever.tls.enabled=true"}, "reciever"},
+		"extra mount without a path": {[]string{"extraVolumeMounts[0].name=ca"}, "mountPath"},
+		"unknown Service type":       {[]string{"receiver.service.type=ExternalName"}, "receiver/service/type"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			var args []string

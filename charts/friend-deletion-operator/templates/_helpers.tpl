@@ -118,4 +118,10 @@ A role's ServiceAccount: <fullname>-<role> unless named. Called with
 {{- if and .Values.ingress.enabled (not .Values.ingress.hosts) }}
 {{- fail "ingress.enabled needs at least one entry in ingress.hosts" }}
 {{- end }}
+{{- /* The IM backend checks the certificate against the public host name;
+the default dnsNames are the Service's in-cluster names, right only behind
+an Ingress. */}}
+{{- if and .Values.receiver.tls.certManager.enabled (has .Values.receiver.service.type (list "LoadBalancer" "NodePort")) (not .Values.receiver.tls.certManager.dnsNames) }}
+{{- fail (printf "receiver.service.type %s with receiver.tls.certManager needs receiver.tls.certManager.dnsNames: the public host name in the callback URL, which the IM backend checks the certificate against" .Values.receiver.service.type) }}
+{{- end }}
 {{- end }}
