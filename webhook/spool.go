@@ -86,8 +86,8 @@ type spool struct {
 	// looked.
 	notify chan struct{}
 
-	// wmu serialises writes with the state changes that follow their
-	// commits, so that state always matches the database.
+	// wmu serialises writes (the writer's commits and remove) with the
+	// state changes that follow them, so that state matches the database.
 	wmu sync.Mutex
 
 	mu     sync.Mutex // guards state and closed
@@ -95,6 +95,10 @@ type spool struct {
 	closed bool
 	// puts counts puts under way, so that close waits for them.
 	puts sync.WaitGroup
+	// reqs takes puts to the writer goroutine, which closes writerDone
+	// when reqs is closed and it has finished.
+	reqs       chan *putRequest
+	writerDone chan struct{}
 }
 
 // openSpool opens, or creates, the spool in dir. It fails when another
@@ -105,19 +109,27 @@ func openSpool(dir string, maxBytes int64, lockTimeout time.Duration) (*spool, e
 	}
 	db, err := bolt.Open(filepath.Join(dir, SpoolFile), 0o600, &bolt.Options{
 		Timeout: lockTimeout,
+		// Reserve address space up front, so that a growing spool is not
+		// remapped (which waits for every reader) while callbacks wait.
+		InitialMmapSize: 256 << 20,
 		// An OK answer rests on the commit being on disk.
-		NoSync:         false,
-		NoFreelistSync: false,
+		NoSync: false,
+		// As etcd: the free list is rebuilt on open instead of written on
+		// every commit, which keeps commits small.
+		NoFreelistSync: true,
+		FreelistType:   bolt.FreelistMapType,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("opening the spool %s: %w", filepath.Join(dir, SpoolFile), err)
 	}
 	s := &spool{
-		db:       db,
-		maxBytes: maxBytes,
-		now:      time.Now,
-		notify:   make(chan struct{}, 1),
-		state:    spoolState{perConfig: map[types.NamespacedName]int{}},
+		db:         db,
+		maxBytes:   maxBytes,
+		now:        time.Now,
+		notify:     make(chan struct{}, 1),
+		state:      spoolState{perConfig: map[types.NamespacedName]int{}},
+		reqs:       make(chan *putRequest, maxGroup),
+		writerDone: make(chan struct{}),
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
 		for _, b := range [][]byte{bucketEntries, bucketNames, bucketRejected} {
@@ -134,6 +146,7 @@ func openSpool(dir string, maxBytes int64, lockTimeout time.Duration) (*spool, e
 	if s.state.entries > 0 {
 		s.wake()
 	}
+	go s.write()
 	return s, nil
 }
 
@@ -184,6 +197,10 @@ func seqKey(seq uint64) []byte {
 // is already there: the same callback, delivered again. It returns
 // errSpoolFull when the entry would take the spool past its size limit, and
 // any error of the write or the fsync: the entry is then not kept.
+//
+// Puts that arrive while a commit is under way are committed together in
+// the next one (group commit): one fsync for all of them, so that callbacks
+// arriving together in an outage do not queue for one fsync each.
 func (s *spool) put(fd *snsv1alpha1.FriendDeletion) (duplicate bool, err error) {
 	s.mu.Lock()
 	if s.closed {
@@ -205,45 +222,110 @@ func (s *spool) put(fd *snsv1alpha1.FriendDeletion) (duplicate bool, err error) 
 	if err != nil {
 		return false, fmt.Errorf("encoding the spool entry: %w", err)
 	}
-	name := nameKey(obj)
+	req := &putRequest{at: at, val: val, name: nameKey(obj), config: entryConfig(obj), done: make(chan struct{})}
+	s.reqs <- req
+	<-req.done
+	return req.duplicate, req.err
+}
+
+// putRequest is one put waiting for the writer.
+type putRequest struct {
+	at     time.Time
+	val    []byte
+	name   []byte
+	config types.NamespacedName
+	// Set by the writer before done is closed.
+	duplicate bool
+	err       error
+	done      chan struct{}
+}
+
+// maxGroup bounds how many puts one commit takes.
+const maxGroup = 256
+
+// write commits the puts that arrive, as many at a time as are waiting,
+// until reqs is closed.
+func (s *spool) write() {
+	defer close(s.writerDone)
+	for req := range s.reqs {
+		group := []*putRequest{req}
+	more:
+		for len(group) < maxGroup {
+			select {
+			case r, ok := <-s.reqs:
+				if !ok {
+					break more
+				}
+				group = append(group, r)
+			default:
+				break more
+			}
+		}
+		s.commit(group)
+		for _, r := range group {
+			close(r.done)
+		}
+	}
+}
+
+// commit writes a group of puts in one transaction.
+func (s *spool) commit(group []*putRequest) {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
-	err = s.db.Update(func(tx *bolt.Tx) error {
-		names := tx.Bucket(bucketNames)
-		if names.Get(name) != nil {
-			duplicate = true
-			return nil
+	s.mu.Lock()
+	bytes := s.state.bytes
+	s.mu.Unlock()
+	var added []*putRequest
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		added = added[:0]
+		b := bytes
+		names, entries := tx.Bucket(bucketNames), tx.Bucket(bucketEntries)
+		for _, r := range group {
+			r.duplicate, r.err = false, nil
+			if names.Get(r.name) != nil {
+				r.duplicate = true
+				continue
+			}
+			if b+int64(len(r.val)) > s.maxBytes {
+				r.err = errSpoolFull
+				continue
+			}
+			seq, err := entries.NextSequence()
+			if err != nil {
+				return err
+			}
+			k := seqKey(seq)
+			if err := entries.Put(k, r.val); err != nil {
+				return err
+			}
+			if err := names.Put(r.name, k); err != nil {
+				return err
+			}
+			b += int64(len(r.val))
+			added = append(added, r)
 		}
-		s.mu.Lock()
-		full := s.state.bytes+int64(len(val)) > s.maxBytes
-		s.mu.Unlock()
-		if full {
-			return errSpoolFull
-		}
-		entries := tx.Bucket(bucketEntries)
-		seq, err := entries.NextSequence()
-		if err != nil {
-			return err
-		}
-		k := seqKey(seq)
-		if err := entries.Put(k, val); err != nil {
-			return err
-		}
-		return names.Put(name, k)
+		return nil
 	})
-	if err != nil || duplicate {
-		return duplicate, err
+	if err != nil {
+		for _, r := range group {
+			r.duplicate, r.err = false, err
+		}
+		return
+	}
+	if len(added) == 0 {
+		return
 	}
 	s.mu.Lock()
-	s.state.entries++
-	s.state.bytes += int64(len(val))
-	if s.state.oldest.IsZero() {
-		s.state.oldest = at
+	for _, r := range added {
+		s.state.entries++
+		s.state.bytes += int64(len(r.val))
+		if s.state.oldest.IsZero() {
+			s.state.oldest = r.at
+		}
+		s.state.perConfig[r.config]++
 	}
-	s.state.perConfig[entryConfig(obj)]++
 	s.mu.Unlock()
 	s.wake()
-	return false, nil
 }
 
 func (s *spool) wake() {
@@ -358,6 +440,8 @@ func (s *spool) close() error {
 	s.closed = true
 	s.mu.Unlock()
 	s.puts.Wait()
+	close(s.reqs)
+	<-s.writerDone
 	return s.db.Close()
 }
 

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	. "github.com/onsi/gomega"
+	"github.com/onsi/gomega/gstruct"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	bolt "go.etcd.io/bbolt"
@@ -306,4 +307,61 @@ func TestKeepSpoolsOnlyWhatMaySucceedLater(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestSpoolConditionShownByKubectlGetCBC spools callbacks of one config and
+// flushes status: the config gets this replica's spool condition, which
+// `kubectl get cbc` shows in its SPOOLED column, and the Ready condition and
+// other configs are left alone; once the spool is empty the condition goes.
+func TestSpoolConditionShownByKubectlGetCBC(t *testing.T) {
+	g := NewWithT(t)
+	h := newHarness(t)
+	cfg := h.config("plain", nil)
+	h.reconciled(cfg)
+	h.reconciled(h.config("other", nil))
+	sp, err := openSpool(t.TempDir(), 1<<20, time.Second)
+	g.Expect(err).NotTo(HaveOccurred())
+	defer sp.close()
+	f := h.newFlusher(time.Hour)
+	f.spool, f.replica, f.now = sp, "receiver-7f9c-x2", time.Now
+
+	for i := range 3 {
+		_, err := sp.put(spoolObject(h.ns, "plain", fmt.Sprintf("fd-%d", i), 1))
+		g.Expect(err).NotTo(HaveOccurred())
+	}
+	f.flush(t.Context())
+	want := "3 callbacks wait in the spool of receiver-7f9c-x2 for the API server"
+	st := h.status("plain")
+	g.Expect(st.Conditions).To(HaveLen(2))
+	g.Expect(st.Conditions[0].Type).To(Equal(snsv1alpha1.ConditionReady))
+	g.Expect(st.Conditions[1]).To(gstruct.MatchFields(gstruct.IgnoreExtras, gstruct.Fields{
+		"Type": Equal("spool.sns.imcallback.io/receiver-7f9c-x2"), "Status": Equal(metav1.ConditionTrue),
+		"Reason": Equal(snsv1alpha1.ReasonCallbacksSpooled), "Message": Equal(want),
+	}))
+	g.Expect(h.status("other").Conditions).To(HaveLen(1))
+
+	out, err := h.env.Kubectl(t, "get", "cbc", "-n", h.ns)
+	g.Expect(err).NotTo(HaveOccurred(), out)
+	g.Expect(out).To(MatchRegexp(`(?m)^NAME\s+SDKAPPID\s+READY\s+PATH\s+LAST CALLBACK\s+SPOOLED\s+AGE$`))
+	g.Expect(out).To(MatchRegexp(`(?m)^plain\s.*` + want))
+
+	// Nothing changed: nothing written.
+	rv := func() string {
+		c := &snsv1alpha1.CallbackConfig{}
+		g.Expect(h.env.Client.Get(t.Context(), key(h.ns, "plain"), c)).To(Succeed())
+		return c.ResourceVersion
+	}
+	before := rv()
+	h.waitCached(&snsv1alpha1.CallbackConfig{ObjectMeta: metav1.ObjectMeta{Namespace: h.ns, Name: "plain", ResourceVersion: before}}, &snsv1alpha1.CallbackConfig{})
+	f.flush(t.Context())
+	g.Expect(rv()).To(Equal(before))
+
+	got, err := sp.oldestEntries(10)
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(sp.remove(got, false)).To(Succeed())
+	f.flush(t.Context())
+	g.Expect(h.status("plain").Conditions).To(HaveLen(1))
+	out, err = h.env.Kubectl(t, "get", "cbc", "plain", "-n", h.ns)
+	g.Expect(err).NotTo(HaveOccurred(), out)
+	g.Expect(out).NotTo(ContainSubstring("spool of"))
 }
