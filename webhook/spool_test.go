@@ -250,19 +250,21 @@ func TestKeepSpoolsOnlyWhatMaySucceedLater(t *testing.T) {
 		name    string
 		err     error
 		full    bool
+		broken  bool
 		status  int
 		reason  string
 		spooled bool
 	}{
-		{"created", nil, false, 0, "", false},
-		{"connection refused", &netOpError{syscall.ECONNREFUSED}, false, 0, "", true},
-		{"no answer", context.DeadlineExceeded, false, 0, "", true},
-		{"503", apierrors.NewServiceUnavailable("etcd"), false, 0, "", true},
-		{"429", apierrors.NewTooManyRequests("later", 1), false, 0, "", true},
-		{"invalid", apierrors.NewInvalid(snsv1alpha1.GroupVersion.WithKind("FriendDeletion").GroupKind(), "fd-x", nil), false, http.StatusInternalServerError, ReasonRejectedByAPIServer, false},
-		{"forbidden", apierrors.NewForbidden(gr, "fd-x", errors.New("RBAC")), false, http.StatusServiceUnavailable, ReasonStoreFailed, false},
-		{"too large", apierrors.NewRequestEntityTooLargeError("limit"), false, 0, "", false},
-		{"spool full", &netOpError{syscall.ECONNREFUSED}, true, http.StatusServiceUnavailable, ReasonSpoolFull, false},
+		{"created", nil, false, false, 0, "", false},
+		{"connection refused", &netOpError{syscall.ECONNREFUSED}, false, false, 0, "", true},
+		{"no answer", context.DeadlineExceeded, false, false, 0, "", true},
+		{"503", apierrors.NewServiceUnavailable("etcd"), false, false, 0, "", true},
+		{"429", apierrors.NewTooManyRequests("later", 1), false, false, 0, "", true},
+		{"invalid", apierrors.NewInvalid(snsv1alpha1.GroupVersion.WithKind("FriendDeletion").GroupKind(), "fd-x", nil), false, false, http.StatusInternalServerError, ReasonRejectedByAPIServer, false},
+		{"forbidden", apierrors.NewForbidden(gr, "fd-x", errors.New("RBAC")), false, false, http.StatusServiceUnavailable, ReasonStoreFailed, false},
+		{"too large", apierrors.NewRequestEntityTooLargeError("limit"), false, false, 0, "", false},
+		{"spool full", &netOpError{syscall.ECONNREFUSED}, true, false, http.StatusServiceUnavailable, ReasonSpoolFull, false},
+		{"spool write fails", &netOpError{syscall.ECONNREFUSED}, false, true, http.StatusServiceUnavailable, ReasonSpoolFailed, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			g := NewWithT(t)
@@ -287,6 +289,11 @@ func TestKeepSpoolsOnlyWhatMaySucceedLater(t *testing.T) {
 			sp, err := openSpool(t.TempDir(), limit, time.Second)
 			g.Expect(err).NotTo(HaveOccurred())
 			defer sp.close()
+			if tc.broken {
+				// The database fails every commit, as it does when its
+				// write or fsync fails.
+				g.Expect(sp.db.Close()).To(Succeed())
+			}
 			r := &Receiver{store: &store{client: c, metrics: m}, budget: 300 * time.Millisecond, spool: sp, spoolAfter: 150 * time.Millisecond, metrics: m, log: testLogs}
 			ctx, cancel := context.WithTimeout(context.Background(), r.budget)
 			defer cancel()
