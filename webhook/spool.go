@@ -377,10 +377,8 @@ func (s *spool) remove(done []spooled, reject bool) error {
 			} else {
 				removed += int64(len(v))
 			}
-			if e.entry.Object != nil {
-				if err := names.Delete(nameKey(e.entry.Object)); err != nil {
-					return err
-				}
+			if err := deleteName(names, e); err != nil {
+				return err
 			}
 			if err := entries.Delete(e.key); err != nil {
 				return err
@@ -414,6 +412,25 @@ func (s *spool) remove(done []spooled, reject bool) error {
 		s.state.entries, s.state.oldest = 0, time.Time{}
 	}
 	return nil
+}
+
+// deleteName removes an entry's name from the index; for an entry that
+// cannot be decoded it looks the name up by the entry's key.
+func deleteName(names *bolt.Bucket, e spooled) error {
+	if e.entry.Object != nil {
+		return names.Delete(nameKey(e.entry.Object))
+	}
+	var found []byte
+	err := names.ForEach(func(k, v []byte) error {
+		if string(v) == string(e.key) {
+			found = append([]byte(nil), k...)
+		}
+		return nil
+	})
+	if err != nil || found == nil {
+		return err
+	}
+	return names.Delete(found)
 }
 
 // snapshot returns the spool's numbers, with a copy of the per-config

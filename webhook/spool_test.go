@@ -372,3 +372,66 @@ func TestSpoolConditionShownByKubectlGetCBC(t *testing.T) {
 	g.Expect(err).NotTo(HaveOccurred(), out)
 	g.Expect(out).NotTo(ContainSubstring("spool of"))
 }
+
+// TestReplayOnceSortsOutcomes replays a spool holding a good entry, one the
+// API server refuses for good, one it cannot take yet, one already stored
+// and one that cannot be decoded: stored and already-stored ones leave the
+// spool, refused and undecodable ones are set aside (their names freed),
+// and the one that may pass stays for the next try.
+func TestReplayOnceSortsOutcomes(t *testing.T) {
+	g := NewWithT(t)
+	dir := t.TempDir()
+	sp, err := openSpool(dir, 1<<20, time.Second)
+	g.Expect(err).NotTo(HaveOccurred())
+	defer sp.close()
+	for _, name := range []string{"fd-good", "fd-invalid", "fd-later", "fd-there"} {
+		_, err := sp.put(spoolObject("ns", "one", name, 1))
+		g.Expect(err).NotTo(HaveOccurred())
+	}
+	// A damaged entry, as a torn or foreign write would leave.
+	g.Expect(sp.db.Update(func(tx *bolt.Tx) error {
+		k := seqKey(99)
+		if err := tx.Bucket(bucketEntries).Put(k, []byte("{not json")); err != nil {
+			return err
+		}
+		return tx.Bucket(bucketNames).Put([]byte("ns/fd-damaged"), k)
+	})).To(Succeed())
+	sp.state.entries++
+
+	there := spoolObject("ns", "one", "fd-there", 1)
+	c := fake.NewClientBuilder().WithScheme(testenv.Scheme()).WithObjects(there).WithInterceptorFuncs(interceptor.Funcs{
+		Create: func(ctx context.Context, cl client.WithWatch, obj client.Object, opts ...client.CreateOption) error {
+			switch obj.GetName() {
+			case "fd-invalid":
+				return apierrors.NewInvalid(snsv1alpha1.GroupVersion.WithKind("FriendDeletion").GroupKind(), "fd-invalid", nil)
+			case "fd-later":
+				return apierrors.NewServiceUnavailable("etcd leader changed")
+			}
+			return cl.Create(ctx, obj, opts...)
+		},
+	}).Build()
+	m, err := newMetrics(prometheus.NewRegistry())
+	g.Expect(err).NotTo(HaveOccurred())
+	p := &replayer{spool: sp, client: c, metrics: m, log: testLogs}
+
+	n, err := p.replayOnce(t.Context())
+	g.Expect(err).To(HaveOccurred(), "the one that may pass is retried after a backoff")
+	g.Expect(n).To(Equal(4))
+	left, err := sp.oldestEntries(10)
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(left).To(HaveLen(1))
+	g.Expect(left[0].entry.Object.Name).To(Equal("fd-later"))
+	g.Expect(sp.snapshot().entries).To(Equal(1))
+	g.Expect(testutil.ToFloat64(m.replays)).To(Equal(2.0))
+	g.Expect(testutil.ToFloat64(m.replayFailures.WithLabelValues(replayRejected))).To(Equal(2.0))
+	g.Expect(testutil.ToFloat64(m.replayFailures.WithLabelValues(replayTransient))).To(Equal(1.0))
+	g.Expect(c.Get(t.Context(), key("ns", "fd-good"), &snsv1alpha1.FriendDeletion{})).To(Succeed())
+
+	g.Expect(sp.db.View(func(tx *bolt.Tx) error {
+		g.Expect(tx.Bucket(bucketRejected).Stats().KeyN).To(Equal(2))
+		var names []string
+		g.Expect(tx.Bucket(bucketNames).ForEach(func(k, _ []byte) error { names = append(names, string(k)); return nil })).To(Succeed())
+		g.Expect(names).To(ConsistOf("ns/fd-later"))
+		return nil
+	})).To(Succeed())
+}
