@@ -23,7 +23,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
-	"github.com/imcallback/friend-deletion-operator/internal/testenv"
+	"github.com/imcallback/friend-deletion-operator/controllers/testenv"
 )
 
 // The process drills run the receiver as a process of its own, this test

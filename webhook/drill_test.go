@@ -19,7 +19,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
-	"github.com/imcallback/friend-deletion-operator/internal/testenv"
+	"github.com/imcallback/friend-deletion-operator/controllers/testenv"
 )
 
 // The drills of issue 11: the receiver keeps every callback it answers OK

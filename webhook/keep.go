@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"net/http"
-	"strings"
 	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -115,15 +114,9 @@ func transient(err error) bool {
 		apierrors.IsMethodNotSupported(err), apierrors.IsNotAcceptable(err), apierrors.IsUnsupportedMediaType(err):
 		return false
 	}
-	code := int(status.Status().Code)
-	if code != http.StatusTooManyRequests && code < 500 {
+	if tooLarge(err) { // a 5xx from etcd saying so, as store.go reads it
 		return false
 	}
-	msg := strings.ToLower(status.Status().Message)
-	for _, s := range []string{"too large", "resourceexhausted", "larger than max"} {
-		if strings.Contains(msg, s) {
-			return false
-		}
-	}
-	return true
+	code := int(status.Status().Code)
+	return code == http.StatusTooManyRequests || code >= 500
 }
