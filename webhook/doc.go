@@ -26,10 +26,13 @@
 //  10. the FriendDeletion it makes fits in one stored object (413).
 //
 // An accepted callback is answered OK only after the API server has stored
-// its FriendDeletion; a write that fails or does not finish within the
-// budget is answered 503 FAIL, and one that no retry can help (too large,
-// invalid) at once. Names are deterministic, so a redelivered callback finds
-// the object stored the first time (see friendDeletionName).
+// its FriendDeletion, or, with a spool, after the object is fsynced to the
+// replica's spool because the API server did not take it within the first
+// part of the budget for a reason that may pass; the replayer stores it
+// later. Otherwise a write that fails or does not finish within the budget
+// is answered 503 FAIL, and one that no retry can help (too large, invalid)
+// at once. Names are deterministic, so a redelivered callback finds the
+// object stored, or spooled, the first time (see friendDeletionName).
 //
 // What a request costs is bounded by what it sends: a body's buffer grows
 // with the bytes that arrive, a fixed number of bodies are read at once, and
@@ -37,7 +40,9 @@
 //
 // Files: checks.go holds the rules in order; route.go, source.go,
 // signature.go and payload.go each one of them; frienddeletion.go builds the
-// object and its name; store.go writes it; response.go answers; status.go
-// batches the CallbackConfig status counters; server.go is the listener;
-// setup.go wires it all into a manager.
+// object and its name; store.go writes it; keep.go decides between the API
+// server and the spool; spool.go is the spool, replay.go its replayer;
+// response.go answers; status.go batches the CallbackConfig status counters
+// and the spool condition; server.go is the listener and its graceful
+// shutdown; setup.go wires it all into a manager.
 package webhook

@@ -51,6 +51,9 @@ const (
 const testAppID = "1400000001"
 
 func TestMain(m *testing.M) {
+	if os.Getenv(receiverProcessEnv) != "" {
+		os.Exit(runReceiverProcess())
+	}
 	flag.Parse()
 	if !needsControlPlane() {
 		os.Exit(m.Run())

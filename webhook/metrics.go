@@ -18,7 +18,32 @@ type metrics struct {
 	inFlight      prometheus.Gauge
 	writeDuration *prometheus.HistogramVec
 	statusFlushes *prometheus.CounterVec
+
+	// The spool's (see spool.go).
+	spoolEntries       prometheus.Gauge
+	spoolBytes         prometheus.Gauge
+	spoolOldestAge     prometheus.Gauge
+	spoolWrites        *prometheus.CounterVec
+	spoolWriteDuration prometheus.Histogram
+	replays            prometheus.Counter
+	replayFailures     *prometheus.CounterVec
 }
+
+// Results of writing a callback to the spool, for the spool writes metric.
+const (
+	spoolWriteSpooled   = "spooled"
+	spoolWriteDuplicate = "duplicate"
+	spoolWriteFull      = "full"
+	spoolWriteError     = "error"
+	spoolWriteTimeout   = "timeout"
+)
+
+// Reasons a replay failed, for the replay failures metric.
+const (
+	replayTransient = "transient"
+	replayRejected  = "rejected"
+	replaySpool     = "spool"
+)
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m := &metrics{
@@ -54,6 +79,42 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name:      "status_flushes_total",
 			Help:      "CallbackConfig status counter writes, by result (ok, error).",
 		}, []string{"result"}),
+		spoolEntries: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: metricsNamespace,
+			Name:      "spool_entries",
+			Help:      "Callbacks waiting in this replica's spool for the API server.",
+		}),
+		spoolBytes: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: metricsNamespace,
+			Name:      "spool_bytes",
+			Help:      "Bytes of the entries in this replica's spool, counted against --receiver-spool-max-bytes.",
+		}),
+		spoolOldestAge: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: metricsNamespace,
+			Name:      "spool_oldest_entry_age_seconds",
+			Help:      "How long the oldest callback in this replica's spool has waited; 0 when the spool is empty.",
+		}),
+		spoolWrites: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: metricsNamespace,
+			Name:      "spool_writes_total",
+			Help:      "Callbacks sent to the spool, by result (spooled, duplicate, full, error, timeout).",
+		}, []string{"result"}),
+		spoolWriteDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Namespace: metricsNamespace,
+			Name:      "spool_write_duration_seconds",
+			Help:      "Time of each spool write, fsync included.",
+			Buckets:   []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5},
+		}),
+		replays: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: metricsNamespace,
+			Name:      "spool_replays_total",
+			Help:      "Spooled callbacks stored by the replayer (created, or found already there).",
+		}),
+		replayFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: metricsNamespace,
+			Name:      "spool_replay_failures_total",
+			Help:      "Failed replays of spooled callbacks, by reason: transient (retried), rejected (the API server refused it for good; kept aside), spool (reading or updating the spool failed).",
+		}, []string{"reason"}),
 	}
 	var err error
 	m.callbacks = register(reg, m.callbacks, &err)
@@ -62,6 +123,13 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m.inFlight = register(reg, m.inFlight, &err)
 	m.writeDuration = register(reg, m.writeDuration, &err)
 	m.statusFlushes = register(reg, m.statusFlushes, &err)
+	m.spoolEntries = register(reg, m.spoolEntries, &err)
+	m.spoolBytes = register(reg, m.spoolBytes, &err)
+	m.spoolOldestAge = register(reg, m.spoolOldestAge, &err)
+	m.spoolWrites = register(reg, m.spoolWrites, &err)
+	m.spoolWriteDuration = register(reg, m.spoolWriteDuration, &err)
+	m.replays = register(reg, m.replays, &err)
+	m.replayFailures = register(reg, m.replayFailures, &err)
 	return m, err
 }
 

@@ -3,7 +3,12 @@ package webhook
 import (
 	"flag"
 	"fmt"
+	"strings"
 	"time"
+
+	"k8s.io/apimachinery/pkg/util/validation"
+
+	snsv1alpha1 "github.com/imcallback/friend-deletion-operator/api/v1alpha1"
 )
 
 // Options configure the callback receiver. DefaultOptions gives the values
@@ -50,6 +55,37 @@ type Options struct {
 	// ShutdownTimeout bounds how long in-flight callbacks may take to finish
 	// when the manager stops.
 	ShutdownTimeout time.Duration
+
+	// ShutdownDelay is how long the receiver keeps serving after the manager
+	// is told to stop (SIGTERM) with its readiness already failing, so that
+	// endpoints and load balancers stop sending it callbacks before it
+	// closes its port.
+	ShutdownDelay time.Duration
+
+	// SpoolDir is the folder of the replica's spool, where callbacks the API
+	// server does not take within SpoolAfter are kept, fsynced, until the
+	// replayer stores them. Empty turns the spool off: such callbacks are
+	// answered FAIL.
+	SpoolDir string
+
+	// SpoolMaxBytes bounds the spooled objects' bytes; past it callbacks
+	// that cannot be stored are answered FAIL. The database file can grow to
+	// about twice this.
+	SpoolMaxBytes int64
+
+	// SpoolAfter is the part of WriteTimeout, from arrival, in which the
+	// receiver tries the API server before it spools; the rest is the spool
+	// write's.
+	SpoolAfter time.Duration
+
+	// SpoolDrainTimeout bounds the replayer's last attempt, on shutdown, to
+	// empty the spool into the API server.
+	SpoolDrainTimeout time.Duration
+
+	// ReplicaName names this replica in the CallbackConfig condition that
+	// reports its spooled callbacks. Defaults to the host name, which is the
+	// pod's name.
+	ReplicaName string
 }
 
 // DefaultOptions returns the receiver's defaults.
@@ -63,6 +99,10 @@ func DefaultOptions() Options {
 		KubeAPIQPS:          1000,
 		KubeAPIBurst:        2000,
 		ShutdownTimeout:     10 * time.Second,
+		ShutdownDelay:       5 * time.Second,
+		SpoolMaxBytes:       64 << 20,
+		SpoolAfter:          time.Second,
+		SpoolDrainTimeout:   5 * time.Second,
 	}
 }
 
@@ -89,6 +129,18 @@ func (o *Options) BindFlags(fs *flag.FlagSet) {
 		"Client-side burst of the receiver's API server client.")
 	fs.DurationVar(&o.ShutdownTimeout, "receiver-shutdown-timeout", o.ShutdownTimeout,
 		"How long in-flight callbacks may take to finish on shutdown.")
+	fs.DurationVar(&o.ShutdownDelay, "receiver-shutdown-delay", o.ShutdownDelay,
+		"How long the receiver keeps serving, not ready, after SIGTERM, so that endpoints drop the pod before its port closes.")
+	fs.StringVar(&o.SpoolDir, "receiver-spool-dir", o.SpoolDir,
+		"Folder of the replica's spool for callbacks the API server does not take in time; empty turns the spool off.")
+	fs.Int64Var(&o.SpoolMaxBytes, "receiver-spool-max-bytes", o.SpoolMaxBytes,
+		"Largest total size of spooled objects; when full, callbacks that cannot be stored are answered FAIL 503.")
+	fs.DurationVar(&o.SpoolAfter, "receiver-spool-after", o.SpoolAfter,
+		"Part of --receiver-write-timeout spent trying the API server before spooling; the rest is for the spool write.")
+	fs.DurationVar(&o.SpoolDrainTimeout, "receiver-spool-drain-timeout", o.SpoolDrainTimeout,
+		"How long the replayer tries, on shutdown, to store what is left in the spool.")
+	fs.StringVar(&o.ReplicaName, "receiver-replica-name", o.ReplicaName,
+		"Name of this replica in the CallbackConfig condition that reports its spooled callbacks; defaults to the host name.")
 }
 
 // Validate reports the first option that cannot work.
@@ -108,6 +160,24 @@ func (o *Options) Validate() error {
 		return fmt.Errorf("--receiver-kube-api-burst must be positive when --receiver-kube-api-qps is, got %d", o.KubeAPIBurst)
 	case o.ShutdownTimeout < 0:
 		return fmt.Errorf("--receiver-shutdown-timeout must not be negative, got %s", o.ShutdownTimeout)
+	case o.ShutdownDelay < 0:
+		return fmt.Errorf("--receiver-shutdown-delay must not be negative, got %s", o.ShutdownDelay)
+	case o.SpoolDir != "" && o.SpoolMaxBytes <= 0:
+		return fmt.Errorf("--receiver-spool-max-bytes must be positive, got %d", o.SpoolMaxBytes)
+	case o.SpoolDir != "" && (o.SpoolAfter <= 0 || o.SpoolAfter >= o.WriteTimeout):
+		return fmt.Errorf("--receiver-spool-after must be positive and less than --receiver-write-timeout (%s), got %s", o.WriteTimeout, o.SpoolAfter)
+	case o.SpoolDrainTimeout < 0:
+		return fmt.Errorf("--receiver-spool-drain-timeout must not be negative, got %s", o.SpoolDrainTimeout)
+	case o.ReplicaName != "":
+		return checkReplicaName(o.ReplicaName)
+	}
+	return nil
+}
+
+// checkReplicaName fails when name cannot end a condition type.
+func checkReplicaName(name string) error {
+	if errs := validation.IsQualifiedName(snsv1alpha1.SpoolConditionType(name)); len(errs) > 0 {
+		return fmt.Errorf("--receiver-replica-name %q cannot name a condition: %s", name, strings.Join(errs, "; "))
 	}
 	return nil
 }

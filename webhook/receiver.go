@@ -46,6 +46,11 @@ type Receiver struct {
 	counters *counters
 	log      logr.Logger
 	ready    *readiness
+
+	// spool, when set, keeps what the API server does not take within
+	// spoolAfter of arrival (see keep).
+	spool      *spool
+	spoolAfter time.Duration
 }
 
 // ReadyCheck fails until the receiver is listening with its caches synced,
@@ -110,7 +115,7 @@ func (r *Receiver) handle(ctx context.Context, w http.ResponseWriter, req *http.
 	if rej := checkStoredSize(fd); rej != nil {
 		return r.fail(w, req, cfg, rej)
 	}
-	if rej := r.store.create(ctx, fd); rej != nil {
+	if rej := r.keep(ctx, fd); rej != nil {
 		return r.fail(w, req, cfg, rej)
 	}
 	writeOK(w)

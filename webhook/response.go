@@ -38,6 +38,8 @@ const (
 	ReasonStoreFailed         = "StoreFailed"
 	ReasonStoreTimeout        = "StoreTimeout"
 	ReasonRejectedByAPIServer = "RejectedByAPIServer"
+	ReasonSpoolFull           = "SpoolFull"
+	ReasonSpoolFailed         = "SpoolFailed"
 )
 
 // rejection is a callback answered FAIL: the HTTP status, the metric and log

@@ -226,11 +226,14 @@ func TestOptionsFlags(t *testing.T) {
 		"--receiver-bind-address=127.0.0.1:9443", "--receiver-cert-dir=/certs", "--receiver-max-body-bytes=2048",
 		"--receiver-max-concurrent-bodies=8", "--receiver-write-timeout=1s", "--receiver-trust-forwarded-for", "--receiver-status-flush-interval=10s",
 		"--receiver-kube-api-qps=-1", "--receiver-kube-api-burst=5", "--receiver-shutdown-timeout=3s",
+		"--receiver-shutdown-delay=2s", "--receiver-spool-dir=/spool", "--receiver-spool-max-bytes=4096",
+		"--receiver-spool-after=700ms", "--receiver-spool-drain-timeout=1s", "--receiver-replica-name=pod-0",
 	})).To(Succeed())
 	g.Expect(o).To(Equal(Options{
 		BindAddress: "127.0.0.1:9443", CertDir: "/certs", MaxBodyBytes: 2048, MaxConcurrentBodies: 8, WriteTimeout: time.Second,
 		TrustForwardedFor: true, StatusFlushInterval: 10 * time.Second, KubeAPIQPS: -1, KubeAPIBurst: 5,
-		ShutdownTimeout: 3 * time.Second,
+		ShutdownTimeout: 3 * time.Second, ShutdownDelay: 2 * time.Second, SpoolDir: "/spool", SpoolMaxBytes: 4096,
+		SpoolAfter: 700 * time.Millisecond, SpoolDrainTimeout: time.Second, ReplicaName: "pod-0",
 	}))
 	g.Expect(o.Validate()).To(Succeed())
 
@@ -239,6 +242,9 @@ func TestOptionsFlags(t *testing.T) {
 	g.Expect(d.MaxBodyBytes).To(Equal(int64(1 << 20)))
 	g.Expect(d.WriteTimeout).To(Equal(1500 * time.Millisecond))
 	g.Expect(d.TrustForwardedFor).To(BeFalse())
+	g.Expect(d.ShutdownDelay).To(Equal(5 * time.Second))
+	g.Expect(d.SpoolDir).To(BeEmpty(), "the spool is off unless a folder is given")
+	g.Expect(d.SpoolAfter).To(BeNumerically("<", d.WriteTimeout))
 
 	for _, bad := range []func(*Options){
 		func(o *Options) { o.BindAddress = "" },
@@ -246,6 +252,11 @@ func TestOptionsFlags(t *testing.T) {
 		func(o *Options) { o.WriteTimeout = 0 },
 		func(o *Options) { o.StatusFlushInterval = 0 },
 		func(o *Options) { o.KubeAPIBurst = 0 },
+		func(o *Options) { o.ShutdownDelay = -time.Second },
+		func(o *Options) { o.SpoolDir, o.SpoolMaxBytes = "/spool", 0 },
+		func(o *Options) { o.SpoolDir, o.SpoolAfter = "/spool", o.WriteTimeout },
+		func(o *Options) { o.SpoolDir, o.SpoolAfter = "/spool", 0 },
+		func(o *Options) { o.ReplicaName = "Not A Name!" },
 	} {
 		o := DefaultOptions()
 		bad(&o)

@@ -132,12 +132,33 @@ func (s *server) Start(ctx context.Context) error {
 		return fmt.Errorf("callback receiver: %w", err)
 	case <-ctx.Done():
 	}
+	return s.shutdown(srv, errc)
+}
+
+// shutdown stops srv so that no callback is refused on the way: readiness
+// fails at once, and the server keeps answering for ShutdownDelay while
+// endpoints and load balancers drop this replica; then it turns keep-alives
+// off, so that each connection closes after its current answer, and waits up
+// to ShutdownTimeout for the callbacks in flight. Each of those ends stored,
+// spooled or answered FAIL; the spool closes only after this returns.
+func (s *server) shutdown(srv *http.Server, errc <-chan error) error {
 	s.ready.set(errors.New("callback receiver is shutting down"))
+	if d := s.opts.ShutdownDelay; d > 0 {
+		s.log.Info("callback receiver shutting down: still answering while endpoints drop this replica", "delay", d)
+		select {
+		case <-time.After(d):
+		case err := <-errc:
+			return fmt.Errorf("callback receiver: %w", err)
+		}
+	}
+	srv.SetKeepAlivesEnabled(false)
 	shutdown, cancel := context.WithTimeout(context.Background(), s.opts.ShutdownTimeout)
 	defer cancel()
 	if err := srv.Shutdown(shutdown); err != nil {
 		s.log.Error(err, "callback receiver did not finish in-flight callbacks in time")
+		return nil
 	}
+	s.log.Info("callback receiver stopped: every callback in flight was answered")
 	return nil
 }
 

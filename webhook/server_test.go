@@ -125,6 +125,7 @@ func TestServerWithoutCertDirServesHTTPAndReportsReadiness(t *testing.T) {
 	h.config("plain", nil)
 	opts := DefaultOptions()
 	opts.BindAddress = "127.0.0.1:0"
+	opts.ShutdownDelay = 0
 	srv := newServer(opts, h.recv, h.mgr.GetCache(), h.recv.ready, h.logs.logger())
 	g.Expect(h.recv.ReadyCheck(nil)).To(HaveOccurred())
 
@@ -170,6 +171,45 @@ func TestServerRefusesACertDirWithoutKeyPair(t *testing.T) {
 			g.Expect(ready.check()).To(HaveOccurred())
 		})
 	}
+}
+
+// TestServerAnswersThroughShutdownDelay stops the server the way SIGTERM
+// does: readiness fails at once, callbacks are still answered OK for the
+// delay, on a connection kept alive from before and on new ones, and only
+// then does the port close.
+func TestServerAnswersThroughShutdownDelay(t *testing.T) {
+	g := NewWithT(t)
+	h := newHarness(t)
+	h.config("plain", nil)
+	opts := DefaultOptions()
+	opts.BindAddress = "127.0.0.1:0"
+	opts.ShutdownDelay = 3 * time.Second
+	srv := newServer(opts, h.recv, h.mgr.GetCache(), h.recv.ready, h.logs.logger())
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Start(ctx) }()
+	g.Eventually(func() error { return h.recv.ReadyCheck(nil) }).
+		WithTimeout(time.Minute).WithPolling(20 * time.Millisecond).Should(Succeed())
+
+	send := func(hc *http.Client, id string) reply {
+		url := "http://" + srv.Addr().String() + Path(h.ns, "plain") + "?" + query("RequestId", id).Encode()
+		req, _ := http.NewRequest(http.MethodPost, url, strings.NewReader(pairsBody("a", "b")))
+		return doRequest(t, hc, req)
+	}
+	kept := &http.Client{Transport: &http.Transport{}, Timeout: 30 * time.Second}
+	expectOK(t, send(kept, "before"))
+
+	cancel()
+	g.Eventually(func() error { return h.recv.ReadyCheck(nil) }).
+		WithTimeout(time.Second).WithPolling(5 * time.Millisecond).Should(MatchError(ContainSubstring("shutting down")))
+	expectOK(t, send(kept, "kept-alive"))
+	fresh := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 30 * time.Second}
+	expectOK(t, send(fresh, "new-connection"))
+	g.Expect(h.deletions()).To(HaveLen(3))
+
+	g.Eventually(done).WithTimeout(time.Minute).Should(Receive(Succeed()))
+	_, err := fresh.Post("http://"+srv.Addr().String()+Path(h.ns, "plain"), "application/json", strings.NewReader("{}"))
+	g.Expect(err).To(HaveOccurred(), "the port is closed once the server has stopped")
 }
 
 // freeAddr returns a loopback address with a port free a moment ago.

@@ -2,6 +2,8 @@ package webhook
 
 import (
 	"fmt"
+	"os"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -53,7 +55,13 @@ type parts struct {
 	*Receiver
 	server  *server
 	flusher *statusFlusher
+	// replayer is nil without a spool.
+	replayer *replayer
 }
+
+// spoolLockTimeout bounds the wait for another process to release the
+// spool's database (a predecessor still shutting down on the same volume).
+const spoolLockTimeout = 30 * time.Second
 
 func setup(mgr ctrl.Manager, opts Options, reg prometheus.Registerer) (*parts, error) {
 	if err := opts.Validate(); err != nil {
@@ -95,13 +103,47 @@ func setup(mgr ctrl.Manager, opts Options, reg prometheus.Registerer) (*parts, e
 		log:      log,
 		drained:  srv.done,
 	}
+	p := &parts{Receiver: r, server: srv, flusher: flusher}
+	if opts.SpoolDir == "" {
+		log.Info("spool disabled (--receiver-spool-dir is empty): a callback the API server does not take in time is answered FAIL")
+	} else {
+		replica := opts.ReplicaName
+		if replica == "" {
+			if replica, err = os.Hostname(); err != nil {
+				return nil, fmt.Errorf("naming the replica for its spool condition: %w", err)
+			}
+			if err := checkReplicaName(replica); err != nil {
+				return nil, fmt.Errorf("the host name cannot name this replica: %w", err)
+			}
+		}
+		sp, err := openSpool(opts.SpoolDir, opts.SpoolMaxBytes, spoolLockTimeout)
+		if err != nil {
+			return nil, err
+		}
+		st := sp.snapshot()
+		log.Info("spool enabled", "dir", opts.SpoolDir, "maxBytes", opts.SpoolMaxBytes, "spoolAfter", opts.SpoolAfter,
+			"replica", replica, "entries", st.entries, "bytes", st.bytes)
+		r.spool, r.spoolAfter = sp, opts.SpoolAfter
+		p.replayer = &replayer{
+			spool: sp, client: writer, metrics: m, log: log.WithName("replay"),
+			serverDone: srv.done, drainTimeout: opts.SpoolDrainTimeout, done: make(chan struct{}),
+		}
+		p.replayer.observe()
+		flusher.spool, flusher.replica, flusher.now = sp, replica, time.Now
+		flusher.drained = p.replayer.done
+	}
 	if err := mgr.Add(srv); err != nil {
 		return nil, err
 	}
 	if err := mgr.Add(flusher); err != nil {
 		return nil, err
 	}
-	return &parts{Receiver: r, server: srv, flusher: flusher}, nil
+	if p.replayer != nil {
+		if err := mgr.Add(p.replayer); err != nil {
+			return nil, err
+		}
+	}
+	return p, nil
 }
 
 // newWriter builds the receiver's own client for writes, with its own

@@ -2,11 +2,13 @@ package webhook
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"time"
 
 	"github.com/go-logr/logr"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/wait"
@@ -91,6 +93,12 @@ type statusFlusher struct {
 	// drained, when set, is closed once no more callbacks will be counted;
 	// the last flush waits for it.
 	drained <-chan struct{}
+	// spool, when set, is this replica's spool: while callbacks of a config
+	// wait in it, the config carries the condition
+	// spool.sns.imcallback.io/<replica>, removed once none waits.
+	spool   *spool
+	replica string
+	now     func() time.Time
 }
 
 // NeedLeaderElection is false: every replica writes its own counts.
@@ -119,10 +127,22 @@ func (f *statusFlusher) Start(ctx context.Context) error {
 	}
 }
 
-// flush writes every pending tally; those that fail are kept for next time.
+// flush writes every pending tally, and the spool condition of every config
+// whose condition does not match the spool; tallies that fail are kept for
+// next time, and conditions are compared again next time.
 func (f *statusFlusher) flush(ctx context.Context) {
-	for key, t := range f.counters.take() {
-		err := f.write(ctx, key, t)
+	tallies := f.counters.take()
+	var waiting map[types.NamespacedName]int
+	if f.spool != nil {
+		waiting = f.spool.snapshot().perConfig
+		for _, key := range f.spoolConditionsToSync(ctx, waiting) {
+			if _, ok := tallies[key]; !ok {
+				tallies[key] = tally{}
+			}
+		}
+	}
+	for key, t := range tallies {
+		err := f.write(ctx, key, t, waiting[key])
 		switch {
 		case err == nil:
 			f.metrics.statusFlushes.WithLabelValues("ok").Inc()
@@ -136,8 +156,9 @@ func (f *statusFlusher) flush(ctx context.Context) {
 	}
 }
 
-// write adds one tally to one config's status.
-func (f *statusFlusher) write(ctx context.Context, key types.NamespacedName, t tally) error {
+// write adds one tally to one config's status and, with a spool, sets its
+// spool condition from waiting, the number of its callbacks in the spool.
+func (f *statusFlusher) write(ctx context.Context, key types.NamespacedName, t tally, waiting int) error {
 	reader := f.cached
 	return retry.RetryOnConflict(conflictBackoff, func() error {
 		cfg := &snsv1alpha1.CallbackConfig{}
@@ -146,8 +167,58 @@ func (f *statusFlusher) write(ctx context.Context, key types.NamespacedName, t t
 		}
 		reader = f.direct // the cache lagged if this write conflicts
 		base := cfg.DeepCopy()
+		changed := false
+		if f.spool != nil {
+			changed = syncSpoolCondition(&cfg.Status, cfg.Generation, f.replica, waiting, metav1.NewTime(f.now()))
+		}
+		if t == (tally{}) && !changed {
+			return nil
+		}
 		applyTally(&cfg.Status, t)
 		return f.writer.Status().Patch(ctx, cfg, client.MergeFromWithOptions(base, client.MergeFromWithOptimisticLock{}))
+	})
+}
+
+// spoolConditionsToSync returns the configs, as the cache holds them, whose
+// spool condition for this replica does not match waiting.
+func (f *statusFlusher) spoolConditionsToSync(ctx context.Context, waiting map[types.NamespacedName]int) []types.NamespacedName {
+	var list snsv1alpha1.CallbackConfigList
+	if err := f.cached.List(ctx, &list); err != nil {
+		f.log.Error(err, "listing CallbackConfigs to report the spool")
+		return nil
+	}
+	var out []types.NamespacedName
+	now := metav1.NewTime(f.now())
+	for i := range list.Items {
+		cfg := &list.Items[i]
+		key := types.NamespacedName{Namespace: cfg.Namespace, Name: cfg.Name}
+		st := cfg.Status.DeepCopy()
+		if syncSpoolCondition(st, cfg.Generation, f.replica, waiting[key], now) {
+			out = append(out, key)
+		}
+	}
+	return out
+}
+
+// syncSpoolCondition makes a status's condition for replica's spool say
+// that waiting callbacks wait there: True with reason CallbacksSpooled when
+// some do, absent when none does. It reports whether it changed the status.
+func syncSpoolCondition(st *snsv1alpha1.CallbackConfigStatus, generation int64, replica string, waiting int, now metav1.Time) bool {
+	typ := snsv1alpha1.SpoolConditionType(replica)
+	if waiting <= 0 {
+		return meta.RemoveStatusCondition(&st.Conditions, typ)
+	}
+	noun := "callbacks wait"
+	if waiting == 1 {
+		noun = "callback waits"
+	}
+	return meta.SetStatusCondition(&st.Conditions, metav1.Condition{
+		Type:               typ,
+		Status:             metav1.ConditionTrue,
+		ObservedGeneration: generation,
+		LastTransitionTime: now,
+		Reason:             snsv1alpha1.ReasonCallbacksSpooled,
+		Message:            fmt.Sprintf("%d %s in the spool of %s for the API server", waiting, noun, replica),
 	})
 }
 

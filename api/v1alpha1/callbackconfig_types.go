@@ -232,7 +232,10 @@ type CallbackConfigStatus struct {
 	// +optional
 	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
 
-	// conditions holds Ready: true when the config can accept callbacks.
+	// conditions holds Ready: true when the config can accept callbacks;
+	// and, while callbacks for this config wait in a receiver replica's
+	// spool for the API server, spool.sns.imcallback.io/<replica> with
+	// reason CallbacksSpooled.
 	// +optional
 	// +listType=map
 	// +listMapKey=type
@@ -270,6 +273,7 @@ type CallbackConfigStatus struct {
 // +kubebuilder:printcolumn:name="READY",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
 // +kubebuilder:printcolumn:name="PATH",type=string,JSONPath=`.status.webhookPath`
 // +kubebuilder:printcolumn:name="LAST CALLBACK",type=date,JSONPath=`.status.lastCallbackTime`
+// +kubebuilder:printcolumn:name="SPOOLED",type=string,JSONPath=`.status.conditions[?(@.reason=="CallbacksSpooled")].message`
 // +kubebuilder:printcolumn:name="AGE",type=date,JSONPath=`.metadata.creationTimestamp`
 type CallbackConfig struct {
 	metav1.TypeMeta   `json:",inline"`

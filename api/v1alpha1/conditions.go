@@ -31,7 +31,17 @@ const (
 	// StepConditionPrefix starts the type of each FriendDeletion step's
 	// condition: step.sns.imcallback.io/<step name>.
 	StepConditionPrefix = "step.sns.imcallback.io/"
+
+	// SpoolConditionPrefix starts the type of the CallbackConfig condition
+	// a receiver replica sets while callbacks for the config wait in its
+	// spool for the API server: spool.sns.imcallback.io/<replica>. The
+	// replica removes it when its spool holds none.
+	SpoolConditionPrefix = "spool.sns.imcallback.io/"
 )
+
+// SpoolConditionType is the condition type that reports the named receiver
+// replica's spooled callbacks.
+func SpoolConditionType(replica string) string { return SpoolConditionPrefix + replica }
 
 // StepConditionType is the condition type that reports the named step.
 func StepConditionType(step string) string { return StepConditionPrefix + step }
@@ -48,6 +58,9 @@ const (
 	ReasonSecretKeyMissing = "SecretKeyMissing"
 	// ReasonInvalidToken: the token is empty or longer than 128 characters.
 	ReasonInvalidToken = "InvalidToken"
+	// ReasonCallbacksSpooled: callbacks for a CallbackConfig were
+	// acknowledged from a receiver's spool and wait for the API server.
+	ReasonCallbacksSpooled = "CallbacksSpooled"
 
 	// ReasonPending: a step or FriendDeletion has not started.
 	ReasonPending = "Pending"

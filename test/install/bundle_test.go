@@ -7,8 +7,10 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/util/intstr"
 )
 
 // dist/install.yaml is committed so it can be applied straight from the
@@ -69,6 +71,14 @@ func TestBundleContents(t *testing.T) {
 		if role == "controllers" && !hasArg(c.Args, "--leader-elect") {
 			t.Errorf("args %q lack --leader-elect", c.Args)
 		}
+		if role == "receiver" {
+			checkSpool(t, d.Spec.Template.Spec, c, nil)
+		}
+		pdb := get[policyv1.PodDisruptionBudget](t, objs, "PodDisruptionBudget", d.Name)
+		if pdb.Spec.MaxUnavailable == nil || *pdb.Spec.MaxUnavailable != intstr.FromInt32(1) {
+			t.Errorf("%s PodDisruptionBudget maxUnavailable = %v, want 1", role, pdb.Spec.MaxUnavailable)
+		}
+		checkSelects(t, "PodDisruptionBudget "+pdb.Name, pdb.Spec.Selector, all, d)
 	}
 	if ctrls.Spec.Template.Spec.ServiceAccountName != bundleSA || recvD.Spec.Template.Spec.ServiceAccountName != bundleReceiverSA {
 		t.Errorf("serviceAccountNames = %q and %q, want %q and %q", ctrls.Spec.Template.Spec.ServiceAccountName,

@@ -97,6 +97,17 @@ func TestChartDefaults(t *testing.T) {
 			t.Errorf("controllers args %q lack %s", c.Args, arg)
 		}
 	}
+	rc := recvD.Spec.Template.Spec.Containers[0]
+	checkSpool(t, recvD.Spec.Template.Spec, rc, nil)
+	if !hasArg(rc.Args, "--receiver-shutdown-delay=5s") {
+		t.Errorf("receiver args %q lack --receiver-shutdown-delay=5s", rc.Args)
+	}
+	if cc := ctrls.Spec.Template.Spec.Containers[0]; strings.Contains(strings.Join(cc.Args, " "), "--receiver-spool-dir") {
+		t.Errorf("the controllers get a spool: %q", cc.Args)
+	}
+	if len(objs.ofKind("StatefulSet")) != 0 {
+		t.Errorf("a StatefulSet is rendered though spool persistence is off")
+	}
 
 	recv := get[corev1.Service](t, objs, "Service", receiverSvc)
 	if recv.Spec.Type != corev1.ServiceTypeClusterIP {
@@ -599,6 +610,43 @@ func TestChartPlainMetrics(t *testing.T) {
 	}
 }
 
+// TestChartSpoolOnPersistentVolumes switches the receiver's spool to a
+// claim per replica: the receiver runs as a StatefulSet whose pods the
+// receiver Service and its PodDisruptionBudget select, and mounts its claim
+// at the spool folder; the controllers stay a Deployment.
+func TestChartSpoolOnPersistentVolumes(t *testing.T) {
+	objs := decode(t, mustHelmTemplate(t, "ops", "--set", "receiver.spool.persistence.enabled=true",
+		"--set", "receiver.spool.persistence.storageClassName=fast", "--set", "receiver.spool.persistence.size=2Gi"))
+	ctrls := get[appsv1.Deployment](t, objs, "Deployment", chartControllers)
+	if n := len(objs.ofKind("Deployment")); n != 1 {
+		t.Errorf("the chart renders %d Deployments, want only the controllers'", n)
+	}
+	sts := get[appsv1.StatefulSet](t, objs, "StatefulSet", chartReceiver)
+	if sts.Spec.Replicas == nil || *sts.Spec.Replicas != 2 {
+		t.Errorf("replicas = %v, want 2", sts.Spec.Replicas)
+	}
+	// The pod template is the receiver Deployment's: check it the same way.
+	recv := &appsv1.Deployment{ObjectMeta: sts.ObjectMeta, Spec: appsv1.DeploymentSpec{Selector: sts.Spec.Selector, Template: sts.Spec.Template}}
+	c := checkManagerPod(t, recv, "receiver")
+	checkSpool(t, sts.Spec.Template.Spec, c, sts.Spec.VolumeClaimTemplates)
+	if len(sts.Spec.VolumeClaimTemplates) != 1 {
+		t.Fatalf("volumeClaimTemplates = %+v, want one", sts.Spec.VolumeClaimTemplates)
+	}
+	pvc := sts.Spec.VolumeClaimTemplates[0]
+	if pvc.Spec.StorageClassName == nil || *pvc.Spec.StorageClassName != "fast" ||
+		!pvc.Spec.Resources.Requests.Storage().Equal(resource.MustParse("2Gi")) ||
+		len(pvc.Spec.AccessModes) != 1 || pvc.Spec.AccessModes[0] != corev1.ReadWriteOnce {
+		t.Errorf("claim template = %+v, want 2Gi ReadWriteOnce of class fast", pvc.Spec)
+	}
+	if psc := sts.Spec.Template.Spec.SecurityContext; psc == nil || psc.FSGroup == nil || *psc.FSGroup != 65532 {
+		t.Errorf("pod securityContext.fsGroup should be 65532 so the manager can write its claim, got %+v", psc)
+	}
+	all := []*appsv1.Deployment{ctrls, recv}
+	checkServiceReaches(t, get[corev1.Service](t, objs, "Service", receiverSvc), all, []*appsv1.Deployment{recv}, "receiver", 80)
+	pdb := get[policyv1.PodDisruptionBudget](t, objs, "PodDisruptionBudget", chartReceiver)
+	checkSelects(t, "PodDisruptionBudget "+pdb.Name, pdb.Spec.Selector, all, recv)
+}
+
 func TestChartRefusesBrokenValues(t *testing.T) {
 	for name, tc := range map[string]struct {
 		set  []string
@@ -613,10 +661,11 @@ func TestChartRefusesBrokenValues(t *testing.T) {
 		"cert-manager without TLS":         {[]string{"receiver.tls.certManager.enabled=true"}, "needs receiver.tls.enabled"},
 		"public TLS without its host name": {[]string{"receiver.service.type=LoadBalancer", "receiver.tls.enabled=true",
 			"receiver.tls.certManager.enabled=true", "receiver.tls.certManager.issuerRef.name=letsencrypt"}, "receiver.tls.certManager.dnsNames"},
-		"Ingress without a host":     {[]string{"ingress.enabled=true"}, "ingress.hosts"},
-		"misspelt value":             {[]string{"reciever.tls.enabled=true"}, "reciever"},
-		"extra mount without a path": {[]string{"extraVolumeMounts[0].name=ca"}, "mountPath"},
-		"unknown Service type":       {[]string{"receiver.service.type=ExternalName"}, "receiver/service/type"},
+		"Ingress without a host":       {[]string{"ingress.enabled=true"}, "ingress.hosts"},
+		"misspelt value":               {[]string{"reciever.tls.enabled=true"}, "reciever"},
+		"extra mount without a path":   {[]string{"extraVolumeMounts[0].name=ca"}, "mountPath"},
+		"unknown Service type":         {[]string{"receiver.service.type=ExternalName"}, "receiver/service/type"},
+		"spool claims without a spool": {[]string{"receiver.spool.enabled=false", "receiver.spool.persistence.enabled=true"}, "needs receiver.spool.enabled"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			var args []string

@@ -148,3 +148,48 @@ func checkCPURequest(t *testing.T, c corev1.Container, role string) {
 		t.Errorf("%s requests %s CPU, want at least %s", role, c.Resources.Requests.Cpu(), &min)
 	}
 }
+
+// spoolMount is where the chart and the bundle mount the receiver's spool.
+const spoolMount = "/var/spool/friend-deletion-operator"
+
+// checkSpool checks that the manager pod keeps the receiver's spool on a
+// volume of its own: --receiver-spool-dir names the mount of an emptyDir
+// with a size limit or, when claims are given, of one of those claim
+// templates; and that the grace period covers the receiver's shutdown delay
+// (5 s), a last spool replay (5 s) and the manager's own 30 s bound.
+func checkSpool(t *testing.T, pod corev1.PodSpec, c corev1.Container, claims []corev1.PersistentVolumeClaim) {
+	t.Helper()
+	if !hasArg(c.Args, "--receiver-spool-dir="+spoolMount) {
+		t.Errorf("args %q lack --receiver-spool-dir=%s", c.Args, spoolMount)
+	}
+	var volume string
+	for _, m := range c.VolumeMounts {
+		if m.MountPath == spoolMount && !m.ReadOnly {
+			volume = m.Name
+		}
+	}
+	if volume == "" {
+		t.Fatalf("nothing is mounted writable at %s: %+v", spoolMount, c.VolumeMounts)
+	}
+	var claimed bool
+	for _, pvc := range claims {
+		claimed = claimed || pvc.Name == volume
+	}
+	var emptyDir *corev1.EmptyDirVolumeSource
+	for _, v := range pod.Volumes {
+		if v.Name == volume {
+			emptyDir = v.EmptyDir
+		}
+	}
+	switch {
+	case claims != nil && !claimed:
+		t.Errorf("the spool volume %q is no claim template", volume)
+	case claims != nil && emptyDir != nil:
+		t.Errorf("the spool volume %q is an emptyDir besides a claim template", volume)
+	case claims == nil && (emptyDir == nil || emptyDir.SizeLimit == nil || emptyDir.SizeLimit.Cmp(resource.MustParse("128Mi")) < 0):
+		t.Errorf("the spool volume %q should be an emptyDir of at least twice the 64 MiB spool, got %+v", volume, emptyDir)
+	}
+	if g := pod.TerminationGracePeriodSeconds; g == nil || *g < 40 {
+		t.Errorf("terminationGracePeriodSeconds = %v, want at least 40", g)
+	}
+}

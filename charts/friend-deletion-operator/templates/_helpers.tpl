@@ -106,6 +106,9 @@ A role's ServiceAccount: <fullname>-<role> unless named. Called with
 {{- if and (gt (int .Values.controllers.replicaCount) 1) (not .Values.leaderElection.enabled) }}
 {{- fail "controllers.replicaCount > 1 needs leaderElection.enabled: without it every replica runs the controllers" }}
 {{- end }}
+{{- if and .Values.receiver.spool.persistence.enabled (not .Values.receiver.spool.enabled) }}
+{{- fail "receiver.spool.persistence.enabled needs receiver.spool.enabled" }}
+{{- end }}
 {{- if and .Values.receiver.tls.certManager.enabled (not .Values.receiver.tls.enabled) }}
 {{- fail "receiver.tls.certManager.enabled needs receiver.tls.enabled" }}
 {{- end }}

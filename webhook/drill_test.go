@@ -1,0 +1,312 @@
+package webhook
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"net/url"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	. "github.com/onsi/gomega"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"k8s.io/client-go/rest"
+	ctrl "sigs.k8s.io/controller-runtime"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	"github.com/imcallback/friend-deletion-operator/controllers/testenv"
+)
+
+// The drills of issue 11: the receiver keeps every callback it answers OK
+// through API server outages, crashes and rolling restarts. Each runs the
+// receiver as the operator does (setup, or a whole process), against the
+// package's kube-apiserver, over real sockets.
+
+// imBackendWait is how long the IM backend waits for an answer; an answer
+// later than that is a failed callback from its side.
+const imBackendWait = 2 * time.Second
+
+// proxiedConfig is env's config with every connection going through proxy.
+func proxiedConfig(t *testing.T, e *testenv.Env, proxy *faultProxy) *rest.Config {
+	t.Helper()
+	cfg := rest.CopyConfig(e.Config)
+	u, err := url.Parse(cfg.Host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.Host = proxy.addr
+	cfg.Host = u.String()
+	return cfg
+}
+
+// upstreamAddr is the host:port of env's kube-apiserver.
+func upstreamAddr(t *testing.T, e *testenv.Env) string {
+	t.Helper()
+	u, err := url.Parse(e.Config.Host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return u.Host
+}
+
+// drillReceiver is a manager with the receiver set up as the operator sets
+// it up, whose every connection to the API server may go through a proxy.
+type drillReceiver struct {
+	t        *testing.T
+	mgr      ctrl.Manager
+	parts    *parts
+	registry *prometheus.Registry
+	base     string
+	cancel   context.CancelFunc
+	stopped  chan struct{}
+}
+
+func drillOptions(t *testing.T) Options {
+	o := DefaultOptions()
+	o.BindAddress = "127.0.0.1:0"
+	o.SpoolDir = t.TempDir()
+	o.ReplicaName = "drill-0"
+	o.StatusFlushInterval = 200 * time.Millisecond
+	o.ShutdownDelay = 0
+	return o
+}
+
+func startDrillReceiver(t *testing.T, cfg *rest.Config, opts Options) *drillReceiver {
+	t.Helper()
+	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+		Scheme:                 env.Scheme,
+		Metrics:                metricsserver.Options{BindAddress: "0"},
+		HealthProbeBindAddress: "0",
+		Logger:                 testLogs,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := prometheus.NewRegistry()
+	p, err := setup(mgr, opts, reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	d := &drillReceiver{t: t, mgr: mgr, parts: p, registry: reg, cancel: cancel, stopped: make(chan struct{})}
+	go func() {
+		defer close(d.stopped)
+		if err := mgr.Start(ctx); err != nil {
+			t.Errorf("drill manager: %v", err)
+		}
+	}()
+	t.Cleanup(d.stop)
+	NewWithT(t).Eventually(func() error { return p.ReadyCheck(nil) }).
+		WithTimeout(time.Minute).WithPolling(20 * time.Millisecond).Should(Succeed())
+	d.base = "http://" + p.server.Addr().String()
+	return d
+}
+
+// stop stops the manager as SIGTERM would and waits for it.
+func (d *drillReceiver) stop() {
+	d.cancel()
+	<-d.stopped
+}
+
+// load sends callbacks, each with its own request id, at a steady rate,
+// each from its own goroutine as the IM backend does, and keeps every
+// answer.
+type load struct {
+	t      *testing.T
+	send   func(id string) (reply, error)
+	mu     sync.Mutex
+	sent   []string
+	ok     map[string]bool
+	failed []string
+	stop   chan struct{}
+	wg     sync.WaitGroup
+	seq    atomic.Int64
+}
+
+func startLoad(t *testing.T, perSecond int, send func(id string) (reply, error)) *load {
+	l := &load{t: t, send: send, ok: map[string]bool{}, stop: make(chan struct{})}
+	tick := time.NewTicker(time.Second / time.Duration(perSecond))
+	l.wg.Go(func() {
+		defer tick.Stop()
+		for {
+			select {
+			case <-l.stop:
+				return
+			case <-tick.C:
+			}
+			id := fmt.Sprintf("cb-%06d", l.seq.Add(1))
+			l.wg.Go(func() { l.one(id) })
+		}
+	})
+	return l
+}
+
+func (l *load) one(id string) {
+	r, err := l.send(id)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.sent = append(l.sent, id)
+	switch {
+	case err != nil:
+		l.failed = append(l.failed, fmt.Sprintf("%s: %v", id, err))
+	case r.status != http.StatusOK || r.raw != okAnswer:
+		l.failed = append(l.failed, fmt.Sprintf("%s: %d %s", id, r.status, r.raw))
+	default:
+		l.ok[id] = true
+	}
+}
+
+// finish stops sending and waits for every answer.
+func (l *load) finish() {
+	close(l.stop)
+	l.wg.Wait()
+}
+
+// okCount is how many callbacks were answered OK so far.
+func (l *load) okCount() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.ok)
+}
+
+// imBackend is an HTTP client that gives up as the IM backend does.
+func imBackend() *http.Client {
+	return &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}, Timeout: imBackendWait}
+}
+
+// callbackSender sends one unsigned callback with a request id to base.
+func callbackSender(hc *http.Client, base func() string, ns string) func(id string) (reply, error) {
+	return func(id string) (reply, error) {
+		u := base() + Path(ns, "plain") + "?" + query("RequestId", id).Encode()
+		req, err := http.NewRequest(http.MethodPost, u, stringsReader(pairsBody("user-"+id, "friend")))
+		if err != nil {
+			return reply{}, err
+		}
+		return sendRequest(hc, req)
+	}
+}
+
+// expectStoredOnce waits until every id in ok is a FriendDeletion in ns,
+// and checks that none is there twice.
+func expectStoredOnce(t *testing.T, ns string, ok map[string]bool, within time.Duration) {
+	t.Helper()
+	g := NewWithT(t)
+	g.Eventually(func(g Gomega) {
+		seen := map[string]int{}
+		for _, fd := range listDeletions(t, env.Client, ns) {
+			seen[fd.Spec.RequestID]++
+		}
+		var missing, twice []string
+		for id := range ok {
+			if seen[id] == 0 {
+				missing = append(missing, id)
+			}
+		}
+		for id, n := range seen {
+			if n > 1 {
+				twice = append(twice, id)
+			}
+		}
+		sort.Strings(missing)
+		g.Expect(twice).To(BeEmpty(), "stored twice")
+		g.Expect(missing).To(BeEmpty(), "answered OK, not stored")
+	}).WithTimeout(within).WithPolling(250 * time.Millisecond).Should(Succeed())
+}
+
+// TestDrillAPIServerUnreachable cuts the receiver's connection to the API
+// server for 10 s with refused connections, then 10 s with a black hole,
+// while callbacks arrive at 10/s. Every callback is answered OK within the
+// IM backend's wait, and every one is a FriendDeletion, once, within 60 s of
+// the connection's return.
+func TestDrillAPIServerUnreachable(t *testing.T) {
+	requireEnv(t)
+	g := NewWithT(t)
+	proxy := newFaultProxy(t, upstreamAddr(t, env))
+	d := startDrillReceiver(t, proxiedConfig(t, env, proxy), drillOptions(t))
+	h := &harness{t: t, env: env, mgr: d.mgr, ns: env.Namespace(t)}
+	h.config("plain", nil)
+
+	l := startLoad(t, 10, callbackSender(imBackend(), func() string { return d.base }, h.ns))
+	g.Eventually(l.okCount).WithTimeout(time.Minute).WithPolling(50 * time.Millisecond).Should(BeNumerically(">=", 10))
+	proxy.refuse()
+	time.Sleep(10 * time.Second) // the outage under test
+	proxy.blackHole()
+	time.Sleep(10 * time.Second)
+	proxy.heal()
+	healedAt := time.Now()
+	healed := l.okCount()
+	g.Eventually(l.okCount).WithTimeout(time.Minute).WithPolling(50 * time.Millisecond).Should(BeNumerically(">=", healed+10))
+	l.finish()
+
+	g.Expect(l.failed).To(BeEmpty(), "callbacks not answered OK within %s", imBackendWait)
+	g.Expect(l.ok).To(HaveLen(len(l.sent)))
+	spooled := testutil.ToFloat64(d.parts.metrics.spoolWrites.WithLabelValues(spoolWriteSpooled))
+	g.Expect(spooled).To(BeNumerically(">=", 150), "the outage's callbacks went to the spool")
+	// Within 60 s of the connection's return.
+	expectStoredOnce(t, h.ns, l.ok, time.Minute-time.Since(healedAt))
+	g.Eventually(func() float64 { return testutil.ToFloat64(d.parts.metrics.spoolEntries) }).
+		WithTimeout(time.Minute).WithPolling(100 * time.Millisecond).Should(BeZero())
+	g.Expect(testutil.ToFloat64(d.parts.metrics.replays)).To(BeNumerically(">", 0))
+	t.Logf("%d callbacks sent, %d answered OK, %.0f spooled, %.0f replayed", len(l.sent), len(l.ok), spooled, testutil.ToFloat64(d.parts.metrics.replays))
+}
+
+// TestDrillSpoolFull fills a small spool while the API server is
+// unreachable: the callback that does not fit is answered 503 FAIL and
+// counted, the spool stays sound, and once the API server is back the
+// spool is replayed and callbacks are stored again.
+func TestDrillSpoolFull(t *testing.T) {
+	requireEnv(t)
+	g := NewWithT(t)
+	proxy := newFaultProxy(t, upstreamAddr(t, env))
+	opts := drillOptions(t)
+	opts.SpoolAfter = 300 * time.Millisecond
+	opts.SpoolMaxBytes = 4 << 10 // a few entries
+	d := startDrillReceiver(t, proxiedConfig(t, env, proxy), opts)
+	h := &harness{t: t, env: env, mgr: d.mgr, ns: env.Namespace(t)}
+	h.config("plain", nil)
+	send := callbackSender(imBackend(), func() string { return d.base }, h.ns)
+
+	proxy.refuse()
+	ok := map[string]bool{}
+	var full reply
+	for i := 0; ; i++ {
+		g.Expect(i).To(BeNumerically("<", 100), "the spool never filled")
+		id := fmt.Sprintf("cb-%03d", i)
+		r, err := send(id)
+		g.Expect(err).NotTo(HaveOccurred())
+		if r.status != http.StatusOK {
+			full = r
+			break
+		}
+		ok[id] = true
+	}
+	g.Expect(full.status).To(Equal(http.StatusServiceUnavailable))
+	g.Expect(full.answer.ActionStatus).To(Equal("FAIL"))
+	g.Expect(full.answer.ErrorInfo).To(Equal("the FriendDeletion could not be stored and the spool is full"))
+	g.Expect(testutil.ToFloat64(d.parts.metrics.spoolWrites.WithLabelValues(spoolWriteFull))).To(Equal(1.0))
+	g.Expect(testutil.ToFloat64(d.parts.metrics.callbacks.WithLabelValues(h.ns, "plain", "FAIL", ReasonSpoolFull))).To(Equal(1.0))
+	// A redelivery of a spooled callback is still answered OK, once.
+	r, err := send("cb-000")
+	g.Expect(err).NotTo(HaveOccurred())
+	expectOK(t, r)
+	g.Expect(testutil.ToFloat64(d.parts.metrics.spoolWrites.WithLabelValues(spoolWriteDuplicate))).To(Equal(1.0))
+
+	proxy.heal()
+	expectStoredOnce(t, h.ns, ok, time.Minute)
+	g.Eventually(func() float64 { return testutil.ToFloat64(d.parts.metrics.spoolEntries) }).
+		WithTimeout(time.Minute).WithPolling(100 * time.Millisecond).Should(BeZero())
+	r, err = send("after")
+	g.Expect(err).NotTo(HaveOccurred())
+	expectOK(t, r)
+	g.Expect(h.deletions()).To(HaveLen(len(ok)+1), "the callback that found the spool full was not stored")
+
+	d.stop()
+	checkSpoolFile(t, opts.SpoolDir)
+}
+
+func stringsReader(s string) *strings.Reader { return strings.NewReader(s) }
