@@ -388,6 +388,7 @@ func TestDrillRollingRestart(t *testing.T) {
 	g.Eventually(l.okCount).WithTimeout(time.Minute).WithPolling(50 * time.Millisecond).Should(BeNumerically(">=", before+50))
 	l.finish()
 
+	l.logSlowest()
 	g.Expect(l.failed).To(BeEmpty(), "callbacks failed during the rolling restart")
 	expectStoredOnce(t, ns, l.ok, time.Minute)
 	t.Logf("%d callbacks through two rolling restarts, %d answered OK", len(l.sent), len(l.ok))
