@@ -31,13 +31,13 @@ func TestRestartDoesNotCreateASecondJob(t *testing.T) {
 	m1.Stop()
 
 	startManager(t, ns, testOptions())
-	waitForJobSeen(t, ns, "fd1", "purge")
+	waitForJobRecorded(t, ns, "fd1", "purge")
 	g := gt(t)
 	g.Consistently(func(g Gomega) {
 		g.Expect(jobsOf(g, ns, "fd1")).To(HaveLen(1))
 		fd := getFD(g, ns, "fd1")
 		g.Expect(fd.Status.Phase).To(Equal(snsv1alpha1.PhaseRunning))
-		g.Expect(stepOf(g, fd, "purge").Attempts).To(Equal(int32(1)))
+		g.Expect(stepOf(g, fd, "purge").JobName).To(Equal("fd1-purge"))
 	}).Should(Succeed())
 	setJobStatus(t, job, "complete")
 	waitForPhase(t, ns, "fd1", snsv1alpha1.PhaseSucceeded)

@@ -132,8 +132,8 @@ func TestTransitionEvents(t *testing.T) {
 	}{
 		{"nothing changed", []metav1.Condition{c(step, "Running", "x")}, []metav1.Condition{c(step, "Running", "y")}, nil},
 		{"a new pending step is no news", nil, []metav1.Condition{c(step, "Pending", "")}, nil},
-		{"step started", []metav1.Condition{c(step, "Pending", "")}, []metav1.Condition{c(step, "Running", "Job j is running.")},
-			[]event{{"Normal", "StepRunning", "Step purge: Job j is running."}}},
+		{"step started", []metav1.Condition{c(step, "Pending", "")}, []metav1.Condition{c(step, "Running", "Running Job j.")},
+			[]event{{"Normal", "StepRunning", "Step purge: Running Job j."}}},
 		{"each retry is news", []metav1.Condition{c(step, "Retrying", "attempt 1 failed")}, []metav1.Condition{c(step, "Retrying", "attempt 2 failed")},
 			[]event{{"Warning", "StepRetrying", "Step purge: attempt 2 failed"}}},
 		{"step removed", nil, []metav1.Condition{c(step, "StepRemoved", "gone")}, []event{{"Warning", "StepRemoved", "Step purge: gone"}}},
@@ -159,13 +159,13 @@ func TestJobStepStatus(t *testing.T) {
 		wantReason string
 		wantMsg    string
 	}{
-		{"just created", batchv1.JobStatus{}, running, "Running", "Job j is running."},
-		{"active", batchv1.JobStatus{Active: 1}, running, "Running", "Job j is running."},
+		{"just created", batchv1.JobStatus{}, running, "Running", "Running Job j."},
+		{"active", batchv1.JobStatus{Active: 1}, running, "Running", "Running Job j."},
 		{"pod failed, retrying", batchv1.JobStatus{Active: 1, Failed: 2}, running, "Retrying", "Job j is running; 2 pod(s) failed so far (backoffLimit 4)."},
 		{"complete", batchv1.JobStatus{Conditions: []batchv1.JobCondition{cond(batchv1.JobSuccessCriteriaMet, "True"), cond(batchv1.JobComplete, "True")}}, succeeded, "Succeeded", "Job j completed."},
 		{"failed", batchv1.JobStatus{Conditions: []batchv1.JobCondition{cond(batchv1.JobFailureTarget, "True"), cond(batchv1.JobFailed, "True")}}, failed, "Failed", "Job j failed: R: m."},
 		{"failure target only is still running", batchv1.JobStatus{Failed: 1, Conditions: []batchv1.JobCondition{cond(batchv1.JobFailureTarget, "True")}}, running, "Retrying", "Job j is running; 1 pod(s) failed"},
-		{"false conditions are ignored", batchv1.JobStatus{Conditions: []batchv1.JobCondition{cond(batchv1.JobComplete, "False")}}, running, "Running", "Job j is running."},
+		{"false conditions are ignored", batchv1.JobStatus{Conditions: []batchv1.JobCondition{cond(batchv1.JobComplete, "False")}}, running, "Running", "Running Job j."},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			g := NewWithT(t)
