@@ -37,6 +37,9 @@ type FriendDeletionReconciler struct {
 	logsOnce    sync.Once
 	writes      *writeLog       // own status writes; see ownWrites
 	deletedJobs *jobDeletionLog // Jobs deleted before their outcome; see jobDeletions
+	// ourDeletions holds the UIDs of finished Jobs this reconciler is
+	// deleting, whose delete events wake nothing.
+	ourDeletions sync.Map
 }
 
 // deferStatus is set in a reconcile's context by a step that wants the
@@ -75,15 +78,26 @@ func (r *FriendDeletionReconciler) Reconcile(ctx context.Context, req ctrl.Reque
 	patcher.writes = r.ownWrites()
 	deferred := false
 	ctx = context.WithValue(ctx, deferStatusKey{}, &deferred)
-	defer func() { result, retErr = r.finish(ctx, patcher, fd, deferred, result, retErr) }()
+	var cfg *snsv1alpha1.CallbackConfig
+	cfgKnown := false
+	defer func() {
+		result, retErr = r.finish(ctx, patcher, fd, deferred, result, retErr)
+		if retErr == nil && !deferred {
+			// Only what the API server has recorded counts: the
+			// patcher's base, not what this reconcile meant to write.
+			retErr = r.deleteFinishedJobs(ctx, patcher.base, cfg, cfgKnown)
+		}
+	}()
 
 	if fd.Status.Phase.Finished() {
+		r.jobDeletions().forget(req.NamespacedName)
 		return ctrl.Result{}, nil
 	}
 	cfg, err := r.getConfig(ctx, fd)
 	if err != nil {
 		return ctrl.Result{}, err
 	}
+	cfgKnown = true
 	if !r.fixSteps(fd, cfg) {
 		return ctrl.Result{}, nil
 	}
@@ -176,7 +190,7 @@ func (r *FriendDeletionReconciler) emit(fd, before, after *snsv1alpha1.FriendDel
 	if r.Recorder == nil {
 		return
 	}
-	for _, e := range transitionEvents(before.Status.Conditions, after.Status.Conditions) {
+	for _, e := range transitionEvents(&before.Status, &after.Status) {
 		r.Recorder.Eventf(fd, nil, e.Type, e.Reason, "Cleanup", "%s", e.Note)
 	}
 }

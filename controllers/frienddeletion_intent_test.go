@@ -150,7 +150,10 @@ func TestConfigDeletedRightAfterTheJobWasCreated(t *testing.T) {
 	fd = waitForPhase(t, ns, "fd1", snsv1alpha1.PhaseFailed)
 	g.Expect(stepOf(g, fd, "purge").Phase).To(Equal(snsv1alpha1.PhaseSucceeded))
 	g.Expect(conditionOf(fd, "step.sns.imcallback.io/notify").Reason).To(Equal(snsv1alpha1.ReasonConfigNotFound))
-	g.Expect(jobsOf(g, ns, "fd1")).To(HaveLen(1))
+	// Its outcome recorded, the finished Job goes (with the config gone,
+	// nothing asks to keep it), and nothing creates it again.
+	g.Eventually(func(g Gomega) []batchv1.Job { return jobsOf(g, ns, "fd1") }).Should(BeEmpty())
+	g.Consistently(func(g Gomega) []batchv1.Job { return jobsOf(g, ns, "fd1") }).Should(BeEmpty())
 }
 
 // TestFinishedJobDeletedKeepsItsOutcome deletes a Job after its step
@@ -158,7 +161,9 @@ func TestConfigDeletedRightAfterTheJobWasCreated(t *testing.T) {
 func TestFinishedJobDeletedKeepsItsOutcome(t *testing.T) {
 	ns := env.Namespace(t)
 	startManager(t, ns, testOptions())
-	create(t, newConfig(ns, "app", jobStep("purge"), jobStep("notify")), newFriendDeletion(ns, "fd1", "app"))
+	cfg := newConfig(ns, "app", jobStep("purge"), jobStep("notify"))
+	cfg.Spec.Retention.KeepFinishedJobs = true // so the test can delete it
+	create(t, cfg, newFriendDeletion(ns, "fd1", "app"))
 	first := getJob(t, ns, "fd1-purge")
 	setJobStatus(t, first, "complete")
 	second := getJob(t, ns, "fd1-notify")

@@ -73,7 +73,10 @@ func TestJobStepRunsJobWithContractAndSucceeds(t *testing.T) {
 	g.Expect(fd.Status.CompletionTime).NotTo(BeNil())
 	g.Expect(stepOf(g, fd, "purge").CompletionTime).NotTo(BeNil())
 	g.Expect(stepOf(g, fd, "purge").Attempts).To(Equal(int32(1)), "the Job's outcome records it as seen")
-	gt(t).Eventually(func(g Gomega) []string { return eventsFor(g, ns, "fd1") }).Should(ContainElements("StepRunning", "StepSucceeded", "Succeeded"))
+	// It ran without a hitch: no Event, and its finished Job is deleted
+	// once the outcome is recorded.
+	gt(t).Eventually(func(g Gomega) []batchv1.Job { return jobsOf(g, ns, "fd1") }).Should(BeEmpty())
+	gt(t).Consistently(func(g Gomega) []string { return eventsFor(g, ns, "fd1") }).Should(BeEmpty())
 }
 
 func TestJobStepRetryThenFailure(t *testing.T) {
@@ -109,10 +112,15 @@ func TestJobStepRetryThenFailure(t *testing.T) {
 	g.Expect(conditionOf(fd, "Ready")).To(SatisfyAll(HaveField("Reason", snsv1alpha1.ReasonFailed), HaveField("Message", ContainSubstring("purge"))))
 	g.Expect(fd.Status.CompletionTime).NotTo(BeNil())
 
-	// The failed step stops the rest: no Job for the second step.
-	var jobs batchv1.JobList
-	g.Expect(env.Client.List(context.Background(), &jobs, client.InNamespace(ns))).To(Succeed())
-	g.Expect(jobs.Items).To(HaveLen(1))
+	// The failed step stops the rest: no Job for the second step (and the
+	// failed Job goes once its outcome is recorded).
+	g.Consistently(func(g Gomega) {
+		var jobs batchv1.JobList
+		g.Expect(env.Client.List(context.Background(), &jobs, client.InNamespace(ns))).To(Succeed())
+		for _, j := range jobs.Items {
+			g.Expect(j.Name).NotTo(Equal("fd1-notify"))
+		}
+	}).Should(Succeed())
 	gt(t).Eventually(func(g Gomega) []string { return eventsFor(g, ns, "fd1") }).Should(ContainElements("StepRetrying", "StepFailed", "Failed"))
 }
 

@@ -26,7 +26,9 @@ func jobsOf(g Gomega, ns, fd string) []batchv1.Job {
 func TestRestartDoesNotCreateASecondJob(t *testing.T) {
 	ns := env.Namespace(t)
 	m1 := startManager(t, ns, testOptions())
-	create(t, newConfig(ns, "app", jobStep("purge")), newFriendDeletion(ns, "fd1", "app"))
+	cfg := newConfig(ns, "app", jobStep("purge"))
+	cfg.Spec.Retention.KeepFinishedJobs = true // the finished Job stays to be counted
+	create(t, cfg, newFriendDeletion(ns, "fd1", "app"))
 	job := getJob(t, ns, "fd1-purge")
 	m1.Stop()
 

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -40,11 +39,9 @@ func (r *FriendDeletionReconciler) reconcileRetention(ctx context.Context, fd *s
 	if err != nil && !apierrors.IsNotFound(err) && !apierrors.IsConflict(err) {
 		return ctrl.Result{}, fmt.Errorf("deleting after retention: %w", err)
 	}
-	ctrl.LoggerFrom(ctx).Info("deleted finished FriendDeletion after its retention", "phase", fd.Status.Phase, "retention", keep)
-	if r.Recorder != nil {
-		r.Recorder.Eventf(fd, nil, corev1.EventTypeNormal, "RetentionExpired", "Delete",
-			"%s %s ago; retention is %s.", fd.Status.Phase, r.Options.Clock.Since(fd.Status.CompletionTime.Time).Truncate(time.Second), keep)
-	}
+	// No Event: one per deletion is an API write that tells nobody
+	// anything the retention does not.
+	ctrl.LoggerFrom(ctx).V(1).Info("deleted finished FriendDeletion after its retention", "phase", fd.Status.Phase, "retention", keep)
 	return ctrl.Result{}, nil
 }
 

@@ -42,7 +42,7 @@ import (
 // +kubebuilder:rbac:groups=sns.imcallback.io,resources=frienddeletions/finalizers,verbs=update
 // +kubebuilder:rbac:groups=sns.imcallback.io,resources=callbackconfigs,verbs=get;list;watch
 // +kubebuilder:rbac:groups=sns.imcallback.io,resources=callbackconfigs/status,verbs=patch
-// +kubebuilder:rbac:groups=batch,resources=jobs,verbs=get;list;watch;create
+// +kubebuilder:rbac:groups=batch,resources=jobs,verbs=get;list;watch;create;delete
 // +kubebuilder:rbac:groups="",resources=configmaps,verbs=get;list;watch;create
 // +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
@@ -193,9 +193,9 @@ func slimConfigMap(obj any) (any, error) {
 // The progress in between (pods active, ready, terminating) changes nothing
 // the step shows and wakes nothing.
 //
-// A deletion of a Job whose step had not finished is noted (see
-// jobDeletions), so that the reconcile fails the step instead of creating
-// the Job again.
+// A deletion of a Job by anyone else is noted (see jobDeletions), so that
+// the reconcile fails the step instead of creating the Job again; the
+// reconciler's own deletions of finished Jobs wake nothing.
 func (r *FriendDeletionReconciler) jobEventHandler(mgr ctrl.Manager) handler.EventHandler {
 	owner := handler.EnqueueRequestForOwner(mgr.GetScheme(), mgr.GetRESTMapper(), &snsv1alpha1.FriendDeletion{}, handler.OnlyControllerOwner())
 	return handler.Funcs{
@@ -208,12 +208,11 @@ func (r *FriendDeletionReconciler) jobEventHandler(mgr ctrl.Manager) handler.Eve
 			owner.Update(ctx, e, q)
 		},
 		DeleteFunc: func(ctx context.Context, e ctrlevent.DeleteEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
-			if job, ok := e.Object.(*batchv1.Job); ok {
-				if phase, _, _ := jobStepStatus(job); !phase.Finished() {
-					if ref := metav1.GetControllerOf(job); ref != nil && ref.Kind == "FriendDeletion" {
-						r.jobDeletions().note(types.NamespacedName{Namespace: job.Namespace, Name: ref.Name}, job.Name)
-					}
-				}
+			if _, ours := r.ourDeletions.LoadAndDelete(e.Object.GetUID()); ours {
+				return // a finished Job deleted once its outcome was recorded
+			}
+			if ref := metav1.GetControllerOf(e.Object); ref != nil && ref.Kind == "FriendDeletion" {
+				r.jobDeletions().note(types.NamespacedName{Namespace: e.Object.GetNamespace(), Name: ref.Name}, e.Object.GetName())
 			}
 			owner.Delete(ctx, e, q)
 		},

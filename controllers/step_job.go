@@ -133,7 +133,7 @@ func (r *FriendDeletionReconciler) reconcileJobStep(ctx context.Context, p *stat
 		return ctrl.Result{}, nil
 	}
 	st.JobName = name
-	st.Attempts = 1
+	st.Attempts = 1 + job.Status.Failed
 	stepstatus.Mark(fd, st, phase, reason, msg, r.now())
 	return ctrl.Result{}, nil
 }
@@ -440,4 +440,45 @@ func withoutMount(ms []corev1.VolumeMount, name string) []corev1.VolumeMount {
 		}
 	}
 	return out
+}
+
+// deleteFinishedJobs deletes, with their pods (background propagation),
+// the Jobs of job steps whose outcome fd's stored status records, unless
+// the config's retention.keepFinishedJobs keeps them: the recorded outcome
+// is what counts, and a finished Job and its pod are most of what a
+// retained deletion would store. cfg is the config when known; otherwise
+// it is looked up in the cache, and a config that is gone keeps nothing.
+// A delete that fails is retried with the reconcile; a manager stopped in
+// between leaves the Job to go with its FriendDeletion.
+func (r *FriendDeletionReconciler) deleteFinishedJobs(ctx context.Context, fd *snsv1alpha1.FriendDeletion, cfg *snsv1alpha1.CallbackConfig, cfgKnown bool) error {
+	for _, st := range fd.Status.Steps {
+		if st.Type != snsv1alpha1.StepTypeJob || !st.Phase.Finished() || st.JobName == "" {
+			continue
+		}
+		job := &batchv1.Job{}
+		if err := r.Get(ctx, types.NamespacedName{Namespace: fd.Namespace, Name: st.JobName}, job); err != nil {
+			continue // gone, or the cache cannot tell: nothing to do now
+		}
+		if !job.DeletionTimestamp.IsZero() || !metav1.IsControlledBy(job, fd) {
+			continue
+		}
+		if !cfgKnown {
+			c := &snsv1alpha1.CallbackConfig{}
+			if err := r.Get(ctx, types.NamespacedName{Namespace: fd.Namespace, Name: fd.Spec.ConfigName}, c); err == nil {
+				cfg = c
+			}
+			cfgKnown = true
+		}
+		if cfg != nil && cfg.Spec.Retention.KeepFinishedJobs {
+			return nil
+		}
+		r.ourDeletions.Store(job.UID, struct{}{})
+		err := r.Delete(ctx, job, client.PropagationPolicy(metav1.DeletePropagationBackground), client.Preconditions{UID: &job.UID})
+		if err != nil && !apierrors.IsNotFound(err) {
+			r.ourDeletions.Delete(job.UID)
+			return fmt.Errorf("deleting finished Job %s: %w", job.Name, err)
+		}
+		ctrl.LoggerFrom(ctx).V(1).Info("deleted finished Job; its outcome is recorded", "job", job.Name, "phase", st.Phase)
+	}
+	return nil
 }
