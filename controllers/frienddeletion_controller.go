@@ -40,6 +40,9 @@ type FriendDeletionReconciler struct {
 	// ourDeletions holds the UIDs of finished Jobs this reconciler is
 	// deleting, whose delete events wake nothing.
 	ourDeletions sync.Map
+
+	sweepsOnce sync.Once
+	sweeps     *countSweeps // count retention sweeps; see reconcileCountRetention
 }
 
 // deferStatus is set in a reconcile's context by a step that wants the

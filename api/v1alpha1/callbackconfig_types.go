@@ -211,8 +211,8 @@ type ExternalStep struct {
 	Params map[string]string `json:"params,omitempty"`
 }
 
-// Retention says how long finished FriendDeletions are kept, and whether
-// their finished Jobs are.
+// Retention says how long, and how many, finished FriendDeletions are kept,
+// and whether their finished Jobs are.
 type Retention struct {
 	// succeeded is how long a Succeeded FriendDeletion is kept.
 	// +optional
@@ -225,6 +225,23 @@ type Retention struct {
 	// +kubebuilder:default="168h"
 	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('0s')",message="failed must not be negative"
 	Failed *metav1.Duration `json:"failed,omitempty"`
+
+	// maxSucceeded, when set, is how many Succeeded FriendDeletions of this
+	// config are kept at most, besides the age limit: when there are more,
+	// the oldest (by completionTime) are deleted first, as CronJob's
+	// successfulJobsHistoryLimit does. Unset: no count limit. 0 to 100000.
+	// +optional
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=100000
+	MaxSucceeded *int32 `json:"maxSucceeded,omitempty"`
+
+	// maxFailed, when set, is how many Failed FriendDeletions of this config
+	// are kept at most, the oldest (by completionTime) deleted first. Unset:
+	// no count limit. 0 to 100000.
+	// +optional
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=100000
+	MaxFailed *int32 `json:"maxFailed,omitempty"`
 
 	// keepFinishedJobs, when true, keeps a job step's Job (and its pods)
 	// until its FriendDeletion is deleted. By default a finished Job is
