@@ -188,8 +188,8 @@ func slimConfigMap(obj any) (any, error) {
 // jobEventHandler enqueues the FriendDeletion that controls a Job when
 // what the Job tells the step changes (jobStepStatus: a pod failed, the Job
 // completed or failed) and when the Job is deleted. A Job's creation is no
-// news: the reconcile that created it recorded it first (intent), and at
-// start-up every FriendDeletion is reconciled from its own create event.
+// news unless the Job is first seen finished or with a failed pod (after a
+// watch gap): the reconcile that created it recorded it first (intent).
 // The progress in between (pods active, ready, terminating) changes nothing
 // the step shows and wakes nothing.
 //
@@ -199,6 +199,13 @@ func slimConfigMap(obj any) (any, error) {
 func (r *FriendDeletionReconciler) jobEventHandler(mgr ctrl.Manager) handler.EventHandler {
 	owner := handler.EnqueueRequestForOwner(mgr.GetScheme(), mgr.GetRESTMapper(), &snsv1alpha1.FriendDeletion{}, handler.OnlyControllerOwner())
 	return handler.Funcs{
+		CreateFunc: func(ctx context.Context, e ctrlevent.CreateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			// A Job first seen with news already (a relist after a watch
+			// gap, a restart) is news; one just created is not.
+			if job, ok := e.Object.(*batchv1.Job); ok && jobNewsChanged(&batchv1.Job{ObjectMeta: job.ObjectMeta}, job) {
+				owner.Create(ctx, e, q)
+			}
+		},
 		UpdateFunc: func(ctx context.Context, e ctrlevent.UpdateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
 			oldJob, ok1 := e.ObjectOld.(*batchv1.Job)
 			newJob, ok2 := e.ObjectNew.(*batchv1.Job)

@@ -344,7 +344,8 @@ func buildJob(fd *snsv1alpha1.FriendDeletion, step string, tmpl *batchv1.JobTemp
 	pod.Labels = merge(pod.Labels, labels)
 	// A Job that deletes itself after it finished would take its outcome with
 	// it; the API refuses the field, and configs stored before that rule are
-	// handled here. Retention deletes Jobs with their FriendDeletion.
+	// handled here. The operator deletes a finished Job once its outcome is
+	// recorded (deleteFinishedJobs).
 	job.Spec.TTLSecondsAfterFinished = nil
 	if pod.Spec.RestartPolicy == "" {
 		pod.Spec.RestartPolicy = corev1.RestartPolicyNever
@@ -474,9 +475,11 @@ func (r *FriendDeletionReconciler) deleteFinishedJobs(ctx context.Context, fd *s
 		}
 		r.ourDeletions.Store(job.UID, struct{}{})
 		err := r.Delete(ctx, job, client.PropagationPolicy(metav1.DeletePropagationBackground), client.Preconditions{UID: &job.UID})
-		if err != nil && !apierrors.IsNotFound(err) {
-			r.ourDeletions.Delete(job.UID)
-			return fmt.Errorf("deleting finished Job %s: %w", job.Name, err)
+		if err != nil {
+			r.ourDeletions.Delete(job.UID) // no delete event will come
+			if !apierrors.IsNotFound(err) {
+				return fmt.Errorf("deleting finished Job %s: %w", job.Name, err)
+			}
 		}
 		ctrl.LoggerFrom(ctx).V(1).Info("deleted finished Job; its outcome is recorded", "job", job.Name, "phase", st.Phase)
 	}

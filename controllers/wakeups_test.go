@@ -94,6 +94,11 @@ func TestJobNews(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			NewWithT(t).Expect(jobNewsChanged(job(tc.old), job(tc.new))).To(Equal(tc.want))
 		})
+		t.Run(tc.name+", first seen so", func(t *testing.T) {
+			// The Job's create event: compared with a Job without status.
+			fresh := job(tc.new)
+			NewWithT(t).Expect(jobNewsChanged(&batchv1.Job{ObjectMeta: fresh.ObjectMeta}, fresh)).To(Equal(tc.want))
+		})
 	}
 }
 

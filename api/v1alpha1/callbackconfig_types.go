@@ -141,7 +141,7 @@ type CleanupStep struct {
 	// its outcome with it (the operator deletes a finished Job once its
 	// outcome is recorded, unless retention.keepFinishedJobs is set).
 	// +optional
-	// +kubebuilder:validation:XValidation:rule="!has(self.spec) || !has(self.spec.ttlSecondsAfterFinished)",message="job.spec.ttlSecondsAfterFinished is not allowed: Jobs are deleted with their FriendDeletion at the end of its retention"
+	// +kubebuilder:validation:XValidation:rule="!has(self.spec) || !has(self.spec.ttlSecondsAfterFinished)",message="job.spec.ttlSecondsAfterFinished is not allowed: the operator deletes a finished Job once its outcome is recorded"
 	// +kubebuilder:validation:XValidation:rule="!has(self.spec) || !has(self.spec.template.spec) || !has(self.spec.template.spec.restartPolicy) || self.spec.template.spec.restartPolicy in ['Never', 'OnFailure']",message="job.spec.template.spec.restartPolicy must be Never or OnFailure"
 	Job *batchv1.JobTemplateSpec `json:"job,omitempty"`
 
