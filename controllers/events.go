@@ -16,25 +16,29 @@ type event struct {
 	Type, Reason, Note string
 }
 
-// transitionEvents lists the Events for the condition changes between two
-// written statuses: one per step condition or Ready condition whose reason
-// changed, and one per new message of a Retrying step (each failed
-// attempt).
-func transitionEvents(before, after []metav1.Condition) []event {
+// transitionEvents lists the Events for what changed between two written
+// statuses, only what a person should notice (every Event is an API
+// write): a step failing (Failed, DeadlineExceeded, ConfigNotFound,
+// StepRemoved), each failed attempt (a new message of a Retrying step), a
+// step that succeeded after a retry, the FriendDeletion failing, and the
+// FriendDeletion succeeding when a step of it needed a retry. A step
+// starting or succeeding at once, and a deletion that ran without a hitch,
+// are no news: the conditions tell that story.
+func transitionEvents(before, after *snsv1alpha1.FriendDeletionStatus) []event {
 	var out []event
-	for _, c := range after {
-		old := meta.FindStatusCondition(before, c.Type)
+	for _, c := range after.Conditions {
+		old := meta.FindStatusCondition(before.Conditions, c.Type)
 		if old != nil && old.Reason == c.Reason && (c.Reason != snsv1alpha1.ReasonRetrying || old.Message == c.Message) {
 			continue
 		}
-		if old == nil && c.Reason == snsv1alpha1.ReasonPending {
-			continue // a new step that has not started is no news
+		if !newsworthy(c, old, after.Steps) {
+			continue
 		}
 		e := event{Type: eventType(c.Reason), Reason: c.Reason}
 		if c.Type == snsv1alpha1.ConditionReady {
 			e.Note = c.Message
-			if c.Reason == snsv1alpha1.ReasonRunning || c.Reason == snsv1alpha1.ReasonRetrying || c.Reason == snsv1alpha1.ReasonPending {
-				continue // step Events already tell the progress
+			if c.Reason == snsv1alpha1.ReasonSucceeded {
+				e.Note += " After a retry."
 			}
 		} else {
 			if !strings.HasPrefix(e.Reason, "Step") {
@@ -45,6 +49,34 @@ func transitionEvents(before, after []metav1.Condition) []event {
 		out = append(out, e)
 	}
 	return out
+}
+
+// newsworthy reports whether a condition that changed from old (nil when
+// new) is news for a person (see transitionEvents).
+func newsworthy(c metav1.Condition, old *metav1.Condition, steps []snsv1alpha1.StepStatus) bool {
+	switch c.Reason {
+	case snsv1alpha1.ReasonPending, snsv1alpha1.ReasonRunning:
+		return false
+	case snsv1alpha1.ReasonSucceeded:
+		if c.Type == snsv1alpha1.ConditionReady {
+			return retried(steps)
+		}
+		return old != nil && old.Reason == snsv1alpha1.ReasonRetrying // recovered
+	case snsv1alpha1.ReasonRetrying:
+		return c.Type != snsv1alpha1.ConditionReady // the step's Event tells it
+	}
+	return true
+}
+
+// retried reports whether a step needed more than one attempt: an http or
+// external step tried again, or a job step whose Job had a pod fail.
+func retried(steps []snsv1alpha1.StepStatus) bool {
+	for _, st := range steps {
+		if st.Attempts > 1 {
+			return true
+		}
+	}
+	return false
 }
 
 func eventType(reason string) string {

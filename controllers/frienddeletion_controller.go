@@ -33,6 +33,16 @@ type FriendDeletionReconciler struct {
 
 	sendsOnce sync.Once
 	sends     *httpSends // http attempts in flight; see httpFlights
+
+	logsOnce    sync.Once
+	writes      *writeLog       // own status writes; see ownWrites
+	deletedJobs *jobDeletionLog // Jobs deleted before their outcome; see jobDeletions
+	// ourDeletions holds the UIDs of finished Jobs this reconciler is
+	// deleting, whose delete events wake nothing.
+	ourDeletions sync.Map
+
+	sweepsOnce sync.Once
+	sweeps     *countSweeps // count retention sweeps; see reconcileCountRetention
 }
 
 // deferStatus is set in a reconcile's context by a step that wants the
@@ -56,6 +66,10 @@ func deferStatus(ctx context.Context) {
 func (r *FriendDeletionReconciler) Reconcile(ctx context.Context, req ctrl.Request) (result ctrl.Result, retErr error) {
 	fd := &snsv1alpha1.FriendDeletion{}
 	if err := r.Get(ctx, req.NamespacedName, fd); err != nil {
+		if apierrors.IsNotFound(err) {
+			r.ownWrites().forget(req.NamespacedName)
+			r.jobDeletions().forget(req.NamespacedName)
+		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 	if !fd.DeletionTimestamp.IsZero() {
@@ -64,17 +78,29 @@ func (r *FriendDeletionReconciler) Reconcile(ctx context.Context, req ctrl.Reque
 
 	patcher := newStatusPatcher(r.Client, fd)
 	patcher.onWrite = func(before, after *snsv1alpha1.FriendDeletion) { r.emit(after, before, after) }
+	patcher.writes = r.ownWrites()
 	deferred := false
 	ctx = context.WithValue(ctx, deferStatusKey{}, &deferred)
-	defer func() { result, retErr = r.finish(ctx, patcher, fd, deferred, result, retErr) }()
+	var cfg *snsv1alpha1.CallbackConfig
+	cfgKnown := false
+	defer func() {
+		result, retErr = r.finish(ctx, patcher, fd, deferred, result, retErr)
+		if retErr == nil && !deferred {
+			// Only what the API server has recorded counts: the
+			// patcher's base, not what this reconcile meant to write.
+			retErr = r.deleteFinishedJobs(ctx, patcher.base, cfg, cfgKnown)
+		}
+	}()
 
 	if fd.Status.Phase.Finished() {
+		r.jobDeletions().forget(req.NamespacedName)
 		return ctrl.Result{}, nil
 	}
 	cfg, err := r.getConfig(ctx, fd)
 	if err != nil {
 		return ctrl.Result{}, err
 	}
+	cfgKnown = true
 	if !r.fixSteps(fd, cfg) {
 		return ctrl.Result{}, nil
 	}
@@ -85,22 +111,33 @@ func (r *FriendDeletionReconciler) Reconcile(ctx context.Context, req ctrl.Reque
 // sums up the steps (phase, conditions, completionTime), writes the status,
 // and once the FriendDeletion is finished applies the retention.
 func (r *FriendDeletionReconciler) finish(ctx context.Context, p *statusPatcher, fd *snsv1alpha1.FriendDeletion, deferred bool, result ctrl.Result, retErr error) (ctrl.Result, error) {
+	if p.missed {
+		// Someone else's status write arrived during ours; its event was
+		// held back.
+		result = minResult(result, ctrl.Result{RequeueAfter: r.conflictDelay()})
+	}
 	if deferred && retErr == nil {
 		return result, nil
 	}
 	summarize(fd, r.now())
-	if err := p.Patch(ctx, fd); err != nil {
+	err := p.Patch(ctx, fd)
+	if p.missed {
+		result = minResult(result, ctrl.Result{RequeueAfter: r.conflictDelay()})
+	}
+	if err != nil {
 		if apierrors.IsConflict(err) && retErr == nil {
-			// Someone wrote the object since we read it; the watch event
-			// of that write reconciles it again.
+			// Someone wrote the object since we read it, perhaps this
+			// reconciler, whose writes wake nothing: reconcile again soon,
+			// from the newer object.
 			ctrl.LoggerFrom(ctx).V(1).Info("status changed while reconciling; will reconcile again")
-			return ctrl.Result{}, nil
+			return ctrl.Result{RequeueAfter: r.conflictDelay()}, nil
 		}
 		return result, errors.Join(retErr, fmt.Errorf("patching status: %w", err))
 	}
 	if retErr != nil || !fd.Status.Phase.Finished() {
 		return result, retErr
 	}
+	r.jobDeletions().forget(client.ObjectKeyFromObject(fd))
 	res, err := r.reconcileRetention(ctx, fd)
 	return minResult(result, res), err
 }
@@ -156,13 +193,19 @@ func (r *FriendDeletionReconciler) emit(fd, before, after *snsv1alpha1.FriendDel
 	if r.Recorder == nil {
 		return
 	}
-	for _, e := range transitionEvents(before.Status.Conditions, after.Status.Conditions) {
+	for _, e := range transitionEvents(&before.Status, &after.Status) {
 		r.Recorder.Eventf(fd, nil, e.Type, e.Reason, "Cleanup", "%s", e.Note)
 	}
 }
 
 func (r *FriendDeletionReconciler) now() metav1.Time {
 	return metav1.NewTime(r.Options.Clock.Now().Truncate(time.Second))
+}
+
+// conflictDelay is how long to wait before reconciling again after a
+// status write refused as a conflict: the cache is behind, by moments.
+func (r *FriendDeletionReconciler) conflictDelay() time.Duration {
+	return max(r.Options.RetryBaseDelay, 10*time.Millisecond)
 }
 
 // minResult is the result that requeues soonest.

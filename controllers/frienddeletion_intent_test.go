@@ -150,7 +150,10 @@ func TestConfigDeletedRightAfterTheJobWasCreated(t *testing.T) {
 	fd = waitForPhase(t, ns, "fd1", snsv1alpha1.PhaseFailed)
 	g.Expect(stepOf(g, fd, "purge").Phase).To(Equal(snsv1alpha1.PhaseSucceeded))
 	g.Expect(conditionOf(fd, "step.sns.imcallback.io/notify").Reason).To(Equal(snsv1alpha1.ReasonConfigNotFound))
-	g.Expect(jobsOf(g, ns, "fd1")).To(HaveLen(1))
+	// Its outcome recorded, the finished Job goes (with the config gone,
+	// nothing asks to keep it), and nothing creates it again.
+	g.Eventually(func(g Gomega) []batchv1.Job { return jobsOf(g, ns, "fd1") }).Should(BeEmpty())
+	g.Consistently(func(g Gomega) []batchv1.Job { return jobsOf(g, ns, "fd1") }).Should(BeEmpty())
 }
 
 // TestFinishedJobDeletedKeepsItsOutcome deletes a Job after its step
@@ -158,7 +161,9 @@ func TestConfigDeletedRightAfterTheJobWasCreated(t *testing.T) {
 func TestFinishedJobDeletedKeepsItsOutcome(t *testing.T) {
 	ns := env.Namespace(t)
 	startManager(t, ns, testOptions())
-	create(t, newConfig(ns, "app", jobStep("purge"), jobStep("notify")), newFriendDeletion(ns, "fd1", "app"))
+	cfg := newConfig(ns, "app", jobStep("purge"), jobStep("notify"))
+	cfg.Spec.Retention.KeepFinishedJobs = true // so the test can delete it
+	create(t, cfg, newFriendDeletion(ns, "fd1", "app"))
 	first := getJob(t, ns, "fd1-purge")
 	setJobStatus(t, first, "complete")
 	second := getJob(t, ns, "fd1-notify")
@@ -176,18 +181,19 @@ func TestFinishedJobDeletedKeepsItsOutcome(t *testing.T) {
 	}).Should(Succeed())
 }
 
-// TestRunningJobDeletedFailsTheStep deletes a Job the operator has seen
-// running: the step fails with a clear message instead of running the
-// cleanup again.
+// TestRunningJobDeletedFailsTheStep deletes a running Job: the step fails
+// with a clear message instead of running the cleanup again, though no
+// write recorded the Job as seen (the Job watch saw its deletion).
 func TestRunningJobDeletedFailsTheStep(t *testing.T) {
 	ns := env.Namespace(t)
 	startManager(t, ns, testOptions())
 	create(t, newConfig(ns, "app", jobStep("purge")), newFriendDeletion(ns, "fd1", "app"))
 	job := getJob(t, ns, "fd1-purge")
 	g := gt(t)
-	g.Eventually(func(g Gomega) {
-		g.Expect(stepOf(g, getFD(g, ns, "fd1"), "purge").Attempts).To(Equal(int32(1)))
-	}).Should(Succeed())
+	// The step is Running and its Job seen by the manager's Job watch; no
+	// "seen" write of its own (attempts stays 0 until the Job's news).
+	fd0 := waitForJobRecorded(t, ns, "fd1", "purge")
+	g.Expect(stepOf(g, fd0, "purge").Attempts).To(BeZero())
 
 	g.Expect(env.Client.Delete(t.Context(), job, client.PropagationPolicy(metav1.DeletePropagationBackground))).To(Succeed())
 	fd := waitForPhase(t, ns, "fd1", snsv1alpha1.PhaseFailed)

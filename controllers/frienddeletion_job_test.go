@@ -26,7 +26,7 @@ func TestJobStepRunsJobWithContractAndSucceeds(t *testing.T) {
 	create(t, newConfig(ns, "app", jobStep("purge")), newFriendDeletion(ns, "fd1", "app"))
 
 	job := getJob(t, ns, "fd1-purge")
-	fd := waitForJobSeen(t, ns, "fd1", "purge")
+	fd := waitForJobRecorded(t, ns, "fd1", "purge")
 
 	// The Job: owned by the FriendDeletion, labelled, with the contract.
 	g := gt(t)
@@ -61,7 +61,7 @@ func TestJobStepRunsJobWithContractAndSucceeds(t *testing.T) {
 	st := stepOf(g, fd, "purge")
 	g.Expect(st.Type).To(Equal(snsv1alpha1.StepTypeJob))
 	g.Expect(st.JobName).To(Equal("fd1-purge"))
-	g.Expect(st.Attempts).To(Equal(int32(1)))
+	g.Expect(st.Message).To(Equal("Running Job fd1-purge."))
 	g.Expect(st.StartTime).NotTo(BeNil())
 	g.Expect(conditionOf(fd, "step.sns.imcallback.io/purge")).To(HaveField("Reason", snsv1alpha1.ReasonRunning))
 	g.Expect(conditionOf(fd, "Ready")).To(SatisfyAll(HaveField("Status", metav1.ConditionFalse), HaveField("Reason", snsv1alpha1.ReasonRunning)))
@@ -72,7 +72,11 @@ func TestJobStepRunsJobWithContractAndSucceeds(t *testing.T) {
 	g.Expect(conditionOf(fd, "step.sns.imcallback.io/purge")).To(HaveField("Status", metav1.ConditionTrue))
 	g.Expect(fd.Status.CompletionTime).NotTo(BeNil())
 	g.Expect(stepOf(g, fd, "purge").CompletionTime).NotTo(BeNil())
-	gt(t).Eventually(func(g Gomega) []string { return eventsFor(g, ns, "fd1") }).Should(ContainElements("StepRunning", "StepSucceeded", "Succeeded"))
+	g.Expect(stepOf(g, fd, "purge").Attempts).To(Equal(int32(1)), "the Job's outcome records it as seen")
+	// It ran without a hitch: no Event, and its finished Job is deleted
+	// once the outcome is recorded.
+	gt(t).Eventually(func(g Gomega) []batchv1.Job { return jobsOf(g, ns, "fd1") }).Should(BeEmpty())
+	gt(t).Consistently(func(g Gomega) []string { return eventsFor(g, ns, "fd1") }).Should(BeEmpty())
 }
 
 func TestJobStepRetryThenFailure(t *testing.T) {
@@ -108,10 +112,15 @@ func TestJobStepRetryThenFailure(t *testing.T) {
 	g.Expect(conditionOf(fd, "Ready")).To(SatisfyAll(HaveField("Reason", snsv1alpha1.ReasonFailed), HaveField("Message", ContainSubstring("purge"))))
 	g.Expect(fd.Status.CompletionTime).NotTo(BeNil())
 
-	// The failed step stops the rest: no Job for the second step.
-	var jobs batchv1.JobList
-	g.Expect(env.Client.List(context.Background(), &jobs, client.InNamespace(ns))).To(Succeed())
-	g.Expect(jobs.Items).To(HaveLen(1))
+	// The failed step stops the rest: no Job for the second step (and the
+	// failed Job goes once its outcome is recorded).
+	g.Consistently(func(g Gomega) {
+		var jobs batchv1.JobList
+		g.Expect(env.Client.List(context.Background(), &jobs, client.InNamespace(ns))).To(Succeed())
+		for _, j := range jobs.Items {
+			g.Expect(j.Name).NotTo(Equal("fd1-notify"))
+		}
+	}).Should(Succeed())
 	gt(t).Eventually(func(g Gomega) []string { return eventsFor(g, ns, "fd1") }).Should(ContainElements("StepRetrying", "StepFailed", "Failed"))
 }
 
@@ -267,14 +276,16 @@ func TestJobDeniedByAdmissionPolicyFailsTheStep(t *testing.T) {
 	g.Expect(jobsOf(g, ns, "fd1")).To(BeEmpty())
 }
 
-// waitForJobSeen waits until the step records its Job as seen (attempts 1)
-// and returns the FriendDeletion.
-func waitForJobSeen(t *testing.T, ns, name, step string) *snsv1alpha1.FriendDeletion {
+// waitForJobRecorded waits until the step records its Job (Running, with
+// the Job's name) and returns the FriendDeletion.
+func waitForJobRecorded(t *testing.T, ns, name, step string) *snsv1alpha1.FriendDeletion {
 	t.Helper()
 	var fd *snsv1alpha1.FriendDeletion
 	gt(t).Eventually(func(g Gomega) {
 		fd = getFD(g, ns, name)
-		g.Expect(stepOf(g, fd, step).Attempts).To(Equal(int32(1)))
+		st := stepOf(g, fd, step)
+		g.Expect(st.Phase).To(Equal(snsv1alpha1.PhaseRunning))
+		g.Expect(st.JobName).To(Equal(jobName(name, step)))
 	}).Should(Succeed())
 	return fd
 }

@@ -19,6 +19,12 @@ type statusPatcher struct {
 	base *snsv1alpha1.FriendDeletion
 	// onWrite is called with the status before and after each write.
 	onWrite func(before, after *snsv1alpha1.FriendDeletion)
+	// writes, when set, is told of each write, so that its watch event
+	// wakes nothing (see writeLog).
+	writes *writeLog
+	// missed is set when someone else wrote the object while a write was
+	// in flight: its event was held back, so reconcile again.
+	missed bool
 }
 
 func newStatusPatcher(c client.Client, fd *snsv1alpha1.FriendDeletion) *statusPatcher {
@@ -31,7 +37,19 @@ func (p *statusPatcher) Patch(ctx context.Context, fd *snsv1alpha1.FriendDeletio
 	if equality.Semantic.DeepEqual(p.base.Status, fd.Status) {
 		return nil
 	}
-	if err := p.client.Status().Patch(ctx, fd, client.MergeFromWithOptions(p.base, client.MergeFromWithOptimisticLock{})); err != nil {
+	key := client.ObjectKeyFromObject(fd)
+	if p.writes != nil {
+		p.writes.begin(key)
+	}
+	err := p.client.Status().Patch(ctx, fd, client.MergeFromWithOptions(p.base, client.MergeFromWithOptimisticLock{}))
+	if p.writes != nil {
+		rv := fd.ResourceVersion
+		if err != nil {
+			rv = ""
+		}
+		p.missed = p.writes.end(key, rv) || p.missed
+	}
+	if err != nil {
 		return err
 	}
 	before := p.base

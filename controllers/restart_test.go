@@ -26,18 +26,20 @@ func jobsOf(g Gomega, ns, fd string) []batchv1.Job {
 func TestRestartDoesNotCreateASecondJob(t *testing.T) {
 	ns := env.Namespace(t)
 	m1 := startManager(t, ns, testOptions())
-	create(t, newConfig(ns, "app", jobStep("purge")), newFriendDeletion(ns, "fd1", "app"))
+	cfg := newConfig(ns, "app", jobStep("purge"))
+	cfg.Spec.Retention.KeepFinishedJobs = true // the finished Job stays to be counted
+	create(t, cfg, newFriendDeletion(ns, "fd1", "app"))
 	job := getJob(t, ns, "fd1-purge")
 	m1.Stop()
 
 	startManager(t, ns, testOptions())
-	waitForJobSeen(t, ns, "fd1", "purge")
+	waitForJobRecorded(t, ns, "fd1", "purge")
 	g := gt(t)
 	g.Consistently(func(g Gomega) {
 		g.Expect(jobsOf(g, ns, "fd1")).To(HaveLen(1))
 		fd := getFD(g, ns, "fd1")
 		g.Expect(fd.Status.Phase).To(Equal(snsv1alpha1.PhaseRunning))
-		g.Expect(stepOf(g, fd, "purge").Attempts).To(Equal(int32(1)))
+		g.Expect(stepOf(g, fd, "purge").JobName).To(Equal("fd1-purge"))
 	}).Should(Succeed())
 	setJobStatus(t, job, "complete")
 	waitForPhase(t, ns, "fd1", snsv1alpha1.PhaseSucceeded)

@@ -10,7 +10,6 @@ package controllers
 import (
 	"context"
 	"fmt"
-	"strings"
 
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -19,13 +18,11 @@ import (
 	"k8s.io/apimachinery/pkg/selection"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/util/workqueue"
-	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
-	"sigs.k8s.io/controller-runtime/pkg/controller/priorityqueue"
 	ctrlevent "sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
@@ -45,7 +42,7 @@ import (
 // +kubebuilder:rbac:groups=sns.imcallback.io,resources=frienddeletions/finalizers,verbs=update
 // +kubebuilder:rbac:groups=sns.imcallback.io,resources=callbackconfigs,verbs=get;list;watch
 // +kubebuilder:rbac:groups=sns.imcallback.io,resources=callbackconfigs/status,verbs=patch
-// +kubebuilder:rbac:groups=batch,resources=jobs,verbs=get;list;watch;create
+// +kubebuilder:rbac:groups=batch,resources=jobs,verbs=get;list;watch;create;delete
 // +kubebuilder:rbac:groups="",resources=configmaps,verbs=get;list;watch;create
 // +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
@@ -85,8 +82,8 @@ func SetupWithManager(mgr ctrl.Manager, opts Options) error {
 	}
 	err := ctrl.NewControllerManagedBy(mgr).
 		Named("frienddeletion").
-		For(&snsv1alpha1.FriendDeletion{}).
-		Watches(&batchv1.Job{}, jobEventHandler(mgr)).
+		For(&snsv1alpha1.FriendDeletion{}, builder.WithPredicates(fdr.wakeups())).
+		Watches(&batchv1.Job{}, fdr.jobEventHandler(mgr)).
 		Watches(&snsv1alpha1.CallbackConfig{},
 			handler.EnqueueRequestsFromMapFunc(fdr.unfinishedOfConfig),
 			builder.WithPredicates(predicate.GenerationChangedPredicate{})).
@@ -191,27 +188,79 @@ func slimConfigMap(obj any) (any, error) {
 	return obj, nil
 }
 
-// jobEventHandler enqueues the FriendDeletion that controls a Job. The
-// Job's creation is enqueued at low priority: that reconcile only records
-// the new Job in the status (see reconcileJobStep), so during a burst every
-// FriendDeletion gets its Job before the bookkeeping of any.
-func jobEventHandler(mgr ctrl.Manager) handler.EventHandler {
+// jobEventHandler enqueues the FriendDeletion that controls a Job when
+// what the Job tells the step changes (jobStepStatus: a pod failed, the Job
+// completed or failed) and when the Job is deleted. A Job's creation is no
+// news unless the Job is first seen finished or with a failed pod (after a
+// watch gap): the reconcile that created it recorded it first (intent).
+// The progress in between (pods active, ready, terminating) changes nothing
+// the step shows and wakes nothing.
+//
+// A deletion of a Job by anyone else is noted (see jobDeletions), so that
+// the reconcile fails the step instead of creating the Job again; the
+// reconciler's own deletions of finished Jobs wake nothing.
+func (r *FriendDeletionReconciler) jobEventHandler(mgr ctrl.Manager) handler.EventHandler {
 	owner := handler.EnqueueRequestForOwner(mgr.GetScheme(), mgr.GetRESTMapper(), &snsv1alpha1.FriendDeletion{}, handler.OnlyControllerOwner())
 	return handler.Funcs{
 		CreateFunc: func(ctx context.Context, e ctrlevent.CreateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
-			ref := metav1.GetControllerOf(e.Object)
-			if ref == nil || ref.Kind != "FriendDeletion" || !strings.HasPrefix(ref.APIVersion, snsv1alpha1.GroupVersion.Group+"/") {
-				return
+			// A Job first seen with news already (a relist after a watch
+			// gap, a restart) is news; one just created is not.
+			if job, ok := e.Object.(*batchv1.Job); ok && jobNewsChanged(&batchv1.Job{ObjectMeta: job.ObjectMeta}, job) {
+				owner.Create(ctx, e, q)
 			}
-			req := reconcile.Request{NamespacedName: types.NamespacedName{Namespace: e.Object.GetNamespace(), Name: ref.Name}}
-			if pq, ok := q.(priorityqueue.PriorityQueue[reconcile.Request]); ok {
-				pq.AddWithOpts(priorityqueue.AddOpts{Priority: ptr.To(handler.LowPriority)}, req)
-				return
-			}
-			q.Add(req)
 		},
-		UpdateFunc:  owner.Update,
-		DeleteFunc:  owner.Delete,
+		UpdateFunc: func(ctx context.Context, e ctrlevent.UpdateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			oldJob, ok1 := e.ObjectOld.(*batchv1.Job)
+			newJob, ok2 := e.ObjectNew.(*batchv1.Job)
+			if ok1 && ok2 && !jobNewsChanged(oldJob, newJob) {
+				return
+			}
+			owner.Update(ctx, e, q)
+		},
+		DeleteFunc: func(ctx context.Context, e ctrlevent.DeleteEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			if _, ours := r.ourDeletions.LoadAndDelete(e.Object.GetUID()); ours {
+				return // a finished Job deleted once its outcome was recorded
+			}
+			if ref := metav1.GetControllerOf(e.Object); ref != nil && ref.Kind == "FriendDeletion" {
+				r.jobDeletions().note(types.NamespacedName{Namespace: e.Object.GetNamespace(), Name: ref.Name}, e.Object.GetName())
+			}
+			owner.Delete(ctx, e, q)
+		},
 		GenericFunc: owner.Generic,
+	}
+}
+
+// jobNewsChanged reports whether a Job update changes what its step shows.
+func jobNewsChanged(oldJob, newJob *batchv1.Job) bool {
+	op, or, om := jobStepStatus(oldJob)
+	np, nr, nm := jobStepStatus(newJob)
+	return op != np || or != nr || om != nm || !newJob.DeletionTimestamp.IsZero()
+}
+
+// wakeups is the FriendDeletion watch's filter: a FriendDeletion is
+// reconciled when it is created (and, at start-up, for every one stored),
+// when its spec changes (generation), when it is being deleted, when the
+// annotation cleanup.RequestAnnotation changes, and when its status was
+// written by anyone but this reconciler: an external step's reconciler
+// reporting, an http attempt's outcome, a person. The reconciler's own
+// status writes wake nothing (see ownWrites): what it wrote, it already
+// acted on.
+func (r *FriendDeletionReconciler) wakeups() predicate.Predicate {
+	return predicate.Funcs{
+		UpdateFunc: func(e ctrlevent.UpdateEvent) bool {
+			o, n := e.ObjectOld, e.ObjectNew
+			own := r.ownWrites().consume(client.ObjectKeyFromObject(n), n.GetResourceVersion())
+			return !own ||
+				o.GetGeneration() != n.GetGeneration() ||
+				!n.GetDeletionTimestamp().IsZero() ||
+				o.GetAnnotations()[requestAnnotation] != n.GetAnnotations()[requestAnnotation] ||
+				o.GetResourceVersion() == n.GetResourceVersion() // a resync: a safety net, rare
+		},
+		DeleteFunc: func(e ctrlevent.DeleteEvent) bool {
+			key := client.ObjectKeyFromObject(e.Object)
+			r.ownWrites().forget(key)
+			r.jobDeletions().forget(key)
+			return false // nothing is left to do for a deleted FriendDeletion
+		},
 	}
 }

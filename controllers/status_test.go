@@ -124,26 +124,38 @@ func TestTransitionEvents(t *testing.T) {
 	c := func(tp, reason, msg string) metav1.Condition {
 		return metav1.Condition{Type: tp, Reason: reason, Message: msg}
 	}
+	st := func(attempts int32) []snsv1alpha1.StepStatus {
+		return []snsv1alpha1.StepStatus{{Name: "purge", Attempts: attempts}}
+	}
 	step := "step.sns.imcallback.io/purge"
 	for _, tc := range []struct {
 		name          string
 		before, after []metav1.Condition
+		steps         []snsv1alpha1.StepStatus
 		want          []event
 	}{
-		{"nothing changed", []metav1.Condition{c(step, "Running", "x")}, []metav1.Condition{c(step, "Running", "y")}, nil},
-		{"a new pending step is no news", nil, []metav1.Condition{c(step, "Pending", "")}, nil},
-		{"step started", []metav1.Condition{c(step, "Pending", "")}, []metav1.Condition{c(step, "Running", "Job j is running.")},
-			[]event{{"Normal", "StepRunning", "Step purge: Job j is running."}}},
-		{"each retry is news", []metav1.Condition{c(step, "Retrying", "attempt 1 failed")}, []metav1.Condition{c(step, "Retrying", "attempt 2 failed")},
+		{"nothing changed", []metav1.Condition{c(step, "Running", "x")}, []metav1.Condition{c(step, "Running", "y")}, st(1), nil},
+		{"a new pending step is no news", nil, []metav1.Condition{c(step, "Pending", "")}, st(0), nil},
+		{"a step starting is no news", []metav1.Condition{c(step, "Pending", "")}, []metav1.Condition{c(step, "Running", "Running Job j.")}, st(0), nil},
+		{"a step succeeding at once is no news", []metav1.Condition{c(step, "Running", "")}, []metav1.Condition{c(step, "Succeeded", "Job j completed.")}, st(1), nil},
+		{"each retry is news", []metav1.Condition{c(step, "Retrying", "attempt 1 failed")}, []metav1.Condition{c(step, "Retrying", "attempt 2 failed")}, st(2),
 			[]event{{"Warning", "StepRetrying", "Step purge: attempt 2 failed"}}},
-		{"step removed", nil, []metav1.Condition{c(step, "StepRemoved", "gone")}, []event{{"Warning", "StepRemoved", "Step purge: gone"}}},
-		{"ready running is not repeated", nil, []metav1.Condition{c("Ready", "Running", "Step 1")}, nil},
-		{"finished", []metav1.Condition{c("Ready", "Running", "")}, []metav1.Condition{c("Ready", "Succeeded", "All 1 cleanup steps succeeded.")},
-			[]event{{"Normal", "Succeeded", "All 1 cleanup steps succeeded."}}},
-		{"failed", nil, []metav1.Condition{c("Ready", "Failed", "Step 1 of 1 (purge): boom")}, []event{{"Warning", "Failed", "Step 1 of 1 (purge): boom"}}},
+		{"a step that recovers is news", []metav1.Condition{c(step, "Retrying", "attempt 1 failed")}, []metav1.Condition{c(step, "Succeeded", "Attempt 2 of 5 succeeded.")}, st(2),
+			[]event{{"Normal", "StepSucceeded", "Step purge: Attempt 2 of 5 succeeded."}}},
+		{"step failed", []metav1.Condition{c(step, "Running", "")}, []metav1.Condition{c(step, "Failed", "boom")}, st(1),
+			[]event{{"Warning", "StepFailed", "Step purge: boom"}}},
+		{"step removed", nil, []metav1.Condition{c(step, "StepRemoved", "gone")}, st(0), []event{{"Warning", "StepRemoved", "Step purge: gone"}}},
+		{"ready running is not repeated", nil, []metav1.Condition{c("Ready", "Running", "Step 1")}, st(0), nil},
+		{"ready retrying: the step's Event tells it", nil, []metav1.Condition{c("Ready", "Retrying", "Step 1")}, st(2), nil},
+		{"succeeded without a hitch is no news", []metav1.Condition{c("Ready", "Running", "")}, []metav1.Condition{c("Ready", "Succeeded", "All 1 cleanup steps succeeded.")}, st(1), nil},
+		{"succeeded after a retry", []metav1.Condition{c("Ready", "Running", "")}, []metav1.Condition{c("Ready", "Succeeded", "All 1 cleanup steps succeeded.")}, st(3),
+			[]event{{"Normal", "Succeeded", "All 1 cleanup steps succeeded. After a retry."}}},
+		{"failed", nil, []metav1.Condition{c("Ready", "Failed", "Step 1 of 1 (purge): boom")}, st(1), []event{{"Warning", "Failed", "Step 1 of 1 (purge): boom"}}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			NewWithT(t).Expect(transitionEvents(tc.before, tc.after)).To(Equal(tc.want))
+			before := &snsv1alpha1.FriendDeletionStatus{Conditions: tc.before, Steps: tc.steps}
+			after := &snsv1alpha1.FriendDeletionStatus{Conditions: tc.after, Steps: tc.steps}
+			NewWithT(t).Expect(transitionEvents(before, after)).To(Equal(tc.want))
 		})
 	}
 }
@@ -159,13 +171,13 @@ func TestJobStepStatus(t *testing.T) {
 		wantReason string
 		wantMsg    string
 	}{
-		{"just created", batchv1.JobStatus{}, running, "Running", "Job j is running."},
-		{"active", batchv1.JobStatus{Active: 1}, running, "Running", "Job j is running."},
+		{"just created", batchv1.JobStatus{}, running, "Running", "Running Job j."},
+		{"active", batchv1.JobStatus{Active: 1}, running, "Running", "Running Job j."},
 		{"pod failed, retrying", batchv1.JobStatus{Active: 1, Failed: 2}, running, "Retrying", "Job j is running; 2 pod(s) failed so far (backoffLimit 4)."},
 		{"complete", batchv1.JobStatus{Conditions: []batchv1.JobCondition{cond(batchv1.JobSuccessCriteriaMet, "True"), cond(batchv1.JobComplete, "True")}}, succeeded, "Succeeded", "Job j completed."},
 		{"failed", batchv1.JobStatus{Conditions: []batchv1.JobCondition{cond(batchv1.JobFailureTarget, "True"), cond(batchv1.JobFailed, "True")}}, failed, "Failed", "Job j failed: R: m."},
 		{"failure target only is still running", batchv1.JobStatus{Failed: 1, Conditions: []batchv1.JobCondition{cond(batchv1.JobFailureTarget, "True")}}, running, "Retrying", "Job j is running; 1 pod(s) failed"},
-		{"false conditions are ignored", batchv1.JobStatus{Conditions: []batchv1.JobCondition{cond(batchv1.JobComplete, "False")}}, running, "Running", "Job j is running."},
+		{"false conditions are ignored", batchv1.JobStatus{Conditions: []batchv1.JobCondition{cond(batchv1.JobComplete, "False")}}, running, "Running", "Running Job j."},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			g := NewWithT(t)

@@ -11,11 +11,13 @@ import (
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 
 	snsv1alpha1 "github.com/imcallback/friend-deletion-operator/api/v1alpha1"
@@ -59,9 +61,13 @@ const (
 // on the first reconcile, with the whole step list) before the Job is
 // created, so that a config changed or deleted right after the Job was
 // created cannot reorder the steps or fail a deletion whose Job runs.
-// attempts becomes 1 once the Job has been seen; a Job that is gone after
-// that (deleted by someone before its outcome was recorded) fails the step
-// instead of being created again, since its cleanup may already have run.
+// The intent says what is true once the Job exists (Running, the Job's
+// name, the same message), so a Job that runs as intended writes nothing
+// more until it has news: a pod failed (Retrying), or it finished. That
+// write also records attempts 1 (the Job was seen). A Job that is gone
+// after it was seen (attempts 1, or its deletion observed by the Job watch
+// since the manager started) fails the step instead of being created
+// again, since its cleanup may already have run.
 //
 // spec is nil for a running step whose definition left the config: its Job
 // is followed, or the step fails if the Job was never created.
@@ -80,7 +86,7 @@ func (r *FriendDeletionReconciler) reconcileJobStep(ctx context.Context, p *stat
 	}
 	if job == nil {
 		switch {
-		case st.Attempts > 0:
+		case st.Attempts > 0 || (st.JobName == name && r.jobDeletions().deleted(client.ObjectKeyFromObject(fd), name)):
 			stepstatus.Mark(fd, st, snsv1alpha1.PhaseFailed, snsv1alpha1.ReasonFailed, fmt.Sprintf(
 				"Job %s was deleted before its outcome was recorded; it is not created again, as its cleanup may have run.", name), r.now())
 			return ctrl.Result{}, nil
@@ -90,20 +96,22 @@ func (r *FriendDeletionReconciler) reconcileJobStep(ctx context.Context, p *stat
 			return ctrl.Result{}, nil
 		}
 		if ok, err := r.recordJobIntent(ctx, p, fd, st, name); !ok || err != nil {
+			if err == nil {
+				// Lost a race with a newer status (perhaps our own last
+				// write, whose event wakes nothing): again, from it.
+				return ctrl.Result{RequeueAfter: r.conflictDelay()}, nil
+			}
 			return ctrl.Result{}, err
 		}
+		st = stepstatus.Find(fd, st.Name) // the write replaced fd's status
 		created, err := r.createJob(ctx, fd, st.Name, spec.Job, name)
 		if err != nil {
 			return r.jobCreateFailed(fd, st, err)
 		}
 		ctrl.LoggerFrom(ctx).V(1).Info("created Job", "job", name, "created", created)
 		if created {
-			// The Job's create event reconciles this FriendDeletion again, at
-			// low priority, and that reconcile records attempts 1. In a
-			// burst of FriendDeletions this creates every Job before that
-			// bookkeeping; a restart in between loses nothing, as the
-			// intent is recorded and the Job's name is fixed.
-			deferStatus(ctx)
+			// The status already says what is true now (Running, the
+			// Job's name): nothing more to write until the Job's news.
 			return ctrl.Result{}, nil
 		}
 		if job, err = r.getJob(ctx, fd.Namespace, name, true); err != nil || job == nil {
@@ -115,11 +123,27 @@ func (r *FriendDeletionReconciler) reconcileJobStep(ctx context.Context, p *stat
 			fmt.Sprintf("Job %s exists and does not belong to this FriendDeletion.", name), r.now())
 		return ctrl.Result{}, nil
 	}
-	st.JobName = name
-	st.Attempts = 1
 	phase, reason, msg := jobStepStatus(job)
+	if st.JobName == name && st.Attempts == 0 && st.Phase == phase && st.Message == msg &&
+		conditionReason(fd, st.Name) == reason {
+		// The Job runs as the intent said: nothing a user needs is new.
+		// That the Job was seen (attempts 1) is written with the next
+		// change; until then a deletion of the Job is known from its
+		// watch event (jobDeletions).
+		return ctrl.Result{}, nil
+	}
+	st.JobName = name
+	st.Attempts = 1 + job.Status.Failed
 	stepstatus.Mark(fd, st, phase, reason, msg, r.now())
 	return ctrl.Result{}, nil
+}
+
+// conditionReason is the reason of the named step's condition, or "".
+func conditionReason(fd *snsv1alpha1.FriendDeletion, step string) string {
+	if c := meta.FindStatusCondition(fd.Status.Conditions, snsv1alpha1.StepConditionType(step)); c != nil {
+		return c.Reason
+	}
+	return ""
 }
 
 // jobCreateFailed ends the step when the Job (or its pairs ConfigMap) was
@@ -158,12 +182,12 @@ func (r *FriendDeletionReconciler) getJob(ctx context.Context, ns, name string, 
 // recordJobIntent writes the step Running with its Job's name before the Job
 // is created (with whatever else changed: on the first reconcile, the step
 // list). It reports false when the write lost a race with a newer status;
-// the watch event of that write reconciles again, and nothing is created.
+// nothing is created then, and the caller reconciles again.
 func (r *FriendDeletionReconciler) recordJobIntent(ctx context.Context, p *statusPatcher, fd *snsv1alpha1.FriendDeletion, st *snsv1alpha1.StepStatus, name string) (bool, error) {
 	now := r.now()
 	if st.Phase != snsv1alpha1.PhaseRunning || st.JobName != name {
 		st.JobName = name
-		stepstatus.Mark(fd, st, snsv1alpha1.PhaseRunning, snsv1alpha1.ReasonRunning, fmt.Sprintf("Creating Job %s.", name), now)
+		stepstatus.Mark(fd, st, snsv1alpha1.PhaseRunning, snsv1alpha1.ReasonRunning, jobRunningMessage(name), now)
 	}
 	summarize(fd, now)
 	switch err := p.Patch(ctx, fd); {
@@ -233,8 +257,13 @@ func jobStepStatus(job *batchv1.Job) (snsv1alpha1.Phase, string, string) {
 		return snsv1alpha1.PhaseRunning, snsv1alpha1.ReasonRetrying,
 			fmt.Sprintf("Job %s is running; %d pod(s) failed so far (backoffLimit %d).", job.Name, job.Status.Failed, ptr.Deref(job.Spec.BackoffLimit, 6))
 	}
-	return snsv1alpha1.PhaseRunning, snsv1alpha1.ReasonRunning, fmt.Sprintf("Job %s is running.", job.Name)
+	return snsv1alpha1.PhaseRunning, snsv1alpha1.ReasonRunning, jobRunningMessage(job.Name)
 }
+
+// jobRunningMessage is a running job step's message, the same in its intent
+// (written just before the Job is created) and once the Job is seen, so
+// that seeing the Job writes nothing.
+func jobRunningMessage(job string) string { return fmt.Sprintf("Running Job %s.", job) }
 
 // childLabels are the labels on everything a FriendDeletion's steps create.
 func childLabels(fd *snsv1alpha1.FriendDeletion, step string) map[string]string {
@@ -315,7 +344,8 @@ func buildJob(fd *snsv1alpha1.FriendDeletion, step string, tmpl *batchv1.JobTemp
 	pod.Labels = merge(pod.Labels, labels)
 	// A Job that deletes itself after it finished would take its outcome with
 	// it; the API refuses the field, and configs stored before that rule are
-	// handled here. Retention deletes Jobs with their FriendDeletion.
+	// handled here. The operator deletes a finished Job once its outcome is
+	// recorded (deleteFinishedJobs).
 	job.Spec.TTLSecondsAfterFinished = nil
 	if pod.Spec.RestartPolicy == "" {
 		pod.Spec.RestartPolicy = corev1.RestartPolicyNever
@@ -411,4 +441,47 @@ func withoutMount(ms []corev1.VolumeMount, name string) []corev1.VolumeMount {
 		}
 	}
 	return out
+}
+
+// deleteFinishedJobs deletes, with their pods (background propagation),
+// the Jobs of job steps whose outcome fd's stored status records, unless
+// the config's retention.keepFinishedJobs keeps them: the recorded outcome
+// is what counts, and a finished Job and its pod are most of what a
+// retained deletion would store. cfg is the config when known; otherwise
+// it is looked up in the cache, and a config that is gone keeps nothing.
+// A delete that fails is retried with the reconcile; a manager stopped in
+// between leaves the Job to go with its FriendDeletion.
+func (r *FriendDeletionReconciler) deleteFinishedJobs(ctx context.Context, fd *snsv1alpha1.FriendDeletion, cfg *snsv1alpha1.CallbackConfig, cfgKnown bool) error {
+	for _, st := range fd.Status.Steps {
+		if st.Type != snsv1alpha1.StepTypeJob || !st.Phase.Finished() || st.JobName == "" {
+			continue
+		}
+		job := &batchv1.Job{}
+		if err := r.Get(ctx, types.NamespacedName{Namespace: fd.Namespace, Name: st.JobName}, job); err != nil {
+			continue // gone, or the cache cannot tell: nothing to do now
+		}
+		if !job.DeletionTimestamp.IsZero() || !metav1.IsControlledBy(job, fd) {
+			continue
+		}
+		if !cfgKnown {
+			c := &snsv1alpha1.CallbackConfig{}
+			if err := r.Get(ctx, types.NamespacedName{Namespace: fd.Namespace, Name: fd.Spec.ConfigName}, c); err == nil {
+				cfg = c
+			}
+			cfgKnown = true
+		}
+		if cfg != nil && cfg.Spec.Retention.KeepFinishedJobs {
+			return nil
+		}
+		r.ourDeletions.Store(job.UID, struct{}{})
+		err := r.Delete(ctx, job, client.PropagationPolicy(metav1.DeletePropagationBackground), client.Preconditions{UID: &job.UID})
+		if err != nil {
+			r.ourDeletions.Delete(job.UID) // no delete event will come
+			if !apierrors.IsNotFound(err) {
+				return fmt.Errorf("deleting finished Job %s: %w", job.Name, err)
+			}
+		}
+		ctrl.LoggerFrom(ctx).V(1).Info("deleted finished Job; its outcome is recorded", "job", job.Name, "phase", st.Phase)
+	}
+	return nil
 }

@@ -2,10 +2,12 @@ package controllers
 
 import (
 	"context"
+	"strings"
 	"testing"
 
 	. "github.com/onsi/gomega"
 	batchv1 "k8s.io/api/batch/v1"
+	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -35,19 +37,23 @@ func TestJobStepDecisions(t *testing.T) {
 		wantJob    bool
 	}{
 		{"pending: intent, then the Job", snsv1alpha1.PhasePending, "", 0, true, false,
-			snsv1alpha1.PhaseRunning, snsv1alpha1.ReasonRunning, "Creating Job fd1-purge.", true},
+			snsv1alpha1.PhaseRunning, snsv1alpha1.ReasonRunning, "Running Job fd1-purge.", true},
 		{"intent recorded, Job never created: create it", snsv1alpha1.PhaseRunning, job, 0, true, false,
-			snsv1alpha1.PhaseRunning, snsv1alpha1.ReasonRunning, "Creating Job fd1-purge.", true},
+			snsv1alpha1.PhaseRunning, snsv1alpha1.ReasonRunning, "Running Job fd1-purge.", true},
 		{"intent recorded, Job never created, config gone: fail", snsv1alpha1.PhaseRunning, job, 0, false, false,
 			snsv1alpha1.PhaseFailed, snsv1alpha1.ReasonConfigNotFound, "Its Job was never created.", false},
 		{"intent recorded, Job exists: seen", snsv1alpha1.PhaseRunning, job, 0, true, true,
-			snsv1alpha1.PhaseRunning, snsv1alpha1.ReasonRunning, "Job fd1-purge is running.", true},
+			snsv1alpha1.PhaseRunning, snsv1alpha1.ReasonRunning, "Running Job fd1-purge.", true},
 		{"seen, Job gone: fail, not created again", snsv1alpha1.PhaseRunning, job, 1, true, false,
 			snsv1alpha1.PhaseFailed, snsv1alpha1.ReasonFailed, "was deleted before its outcome was recorded", false},
 		{"seen, Job gone, config gone: fail", snsv1alpha1.PhaseRunning, job, 1, false, false,
 			snsv1alpha1.PhaseFailed, snsv1alpha1.ReasonFailed, "was deleted before its outcome was recorded", false},
 		{"seen, config gone, Job runs: followed", snsv1alpha1.PhaseRunning, job, 1, false, true,
-			snsv1alpha1.PhaseRunning, snsv1alpha1.ReasonRunning, "Job fd1-purge is running.", true},
+			snsv1alpha1.PhaseRunning, snsv1alpha1.ReasonRunning, "Running Job fd1-purge.", true},
+		{"intent recorded, Job seen deleted by the watch: fail, not created again", snsv1alpha1.PhaseRunning, job, 0, true, false,
+			snsv1alpha1.PhaseFailed, snsv1alpha1.ReasonFailed, "was deleted before its outcome was recorded", false},
+		{"intent recorded, Job completed: succeeded and seen", snsv1alpha1.PhaseRunning, job, 0, true, true,
+			snsv1alpha1.PhaseSucceeded, snsv1alpha1.ReasonSucceeded, "Job fd1-purge completed.", true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			g := NewWithT(t)
@@ -57,7 +63,7 @@ func TestJobStepDecisions(t *testing.T) {
 			fd.UID = "uid-1"
 			fd.Status.Steps = []snsv1alpha1.StepStatus{{Name: "purge", Type: snsv1alpha1.StepTypeJob, Phase: tc.phase, JobName: tc.jobName, Attempts: tc.attempts}}
 			if tc.jobName != "" && tc.attempts == 0 {
-				fd.Status.Steps[0].Message = "Creating Job fd1-purge." // as recordJobIntent left it
+				fd.Status.Steps[0].Message = "Running Job fd1-purge." // as recordJobIntent left it
 			}
 			objs := []client.Object{fd}
 			var cfg *snsv1alpha1.CallbackConfig
@@ -66,14 +72,27 @@ func TestJobStepDecisions(t *testing.T) {
 				cfg = newConfig("ns", "app", jobStep("purge"))
 				spec = &cfg.Spec.Cleanup[0]
 			}
+			completed := strings.Contains(tc.name, "completed")
 			if tc.jobExists {
 				j, err := buildJob(fd, "purge", jobStep("purge").Job, job, []byte(`[]`), s)
 				g.Expect(err).NotTo(HaveOccurred())
+				if completed {
+					j.Status.Conditions = []batchv1.JobCondition{{Type: batchv1.JobComplete, Status: corev1.ConditionTrue}}
+				}
 				objs = append(objs, j)
 			}
 			c := fake.NewClientBuilder().WithScheme(s).WithObjects(objs...).WithStatusSubresource(&snsv1alpha1.FriendDeletion{}).Build()
 			g.Expect(c.Get(ctx, types.NamespacedName{Namespace: "ns", Name: "fd1"}, fd)).To(Succeed())
 			r := &FriendDeletionReconciler{Client: c, APIReader: c, Options: DefaultOptions()}
+			if strings.Contains(tc.name, "deleted by the watch") {
+				r.jobDeletions().note(types.NamespacedName{Namespace: "ns", Name: "fd1"}, job)
+			}
+			if tc.jobName != "" && tc.attempts == 0 {
+				// The intent's condition, as recordJobIntent wrote it.
+				stepstatus.Mark(fd, &fd.Status.Steps[0], snsv1alpha1.PhaseRunning, snsv1alpha1.ReasonRunning, "Running Job fd1-purge.", r.now())
+				g.Expect(c.Status().Update(ctx, fd)).To(Succeed())
+			}
+			rv := fd.ResourceVersion
 			p := newStatusPatcher(c, fd)
 			st := stepstatus.Find(fd, "purge")
 
@@ -83,8 +102,14 @@ func TestJobStepDecisions(t *testing.T) {
 			g.Expect(st.Phase).To(Equal(tc.wantPhase))
 			g.Expect(st.Message).To(ContainSubstring(tc.wantMsg))
 			g.Expect(conditionOf(fd, snsv1alpha1.StepConditionType("purge")).Reason).To(Equal(tc.wantReason))
-			if tc.jobExists {
-				g.Expect(st.Attempts).To(Equal(int32(1)), "a Job found is recorded as seen")
+			switch {
+			case tc.jobExists && (tc.attempts == 1 || completed):
+				g.Expect(st.Attempts).To(Equal(int32(1)), "a Job with news is recorded as seen")
+			case tc.jobExists:
+				// A Job running as the intent said is no news: no write.
+				g.Expect(st.Attempts).To(BeZero(), "seen is written with the next change")
+				g.Expect(p.Patch(ctx, fd)).To(Succeed())
+				g.Expect(fd.ResourceVersion).To(Equal(rv), "nothing to write")
 			}
 			err = c.Get(ctx, types.NamespacedName{Namespace: "ns", Name: job}, &batchv1.Job{})
 			g.Expect(apierrors.IsNotFound(err)).To(Equal(!tc.wantJob), "Job exists: %v", err)

@@ -13,6 +13,7 @@ import (
 	eventsv1 "k8s.io/api/events/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
@@ -78,7 +79,13 @@ func (m *manager) Stop() {
 // cache sees only ns, as main.go builds it, and stops it when the test ends.
 func startManager(t *testing.T, ns string, opts Options, extra ...func(ctrl.Manager) error) *manager {
 	t.Helper()
-	mgr, err := ctrl.NewManager(env.Config, ctrl.Options{
+	return startManagerOn(t, env.Config, ns, opts, extra...)
+}
+
+// startManagerOn is startManager with the manager's own rest config.
+func startManagerOn(t *testing.T, restConfig *rest.Config, ns string, opts Options, extra ...func(ctrl.Manager) error) *manager {
+	t.Helper()
+	mgr, err := ctrl.NewManager(restConfig, ctrl.Options{
 		Scheme: env.Scheme,
 		Cache: cache.Options{
 			DefaultNamespaces: map[string]cache.Config{ns: {}},

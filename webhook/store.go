@@ -55,6 +55,9 @@ func (s *store) create(ctx context.Context, fd *snsv1alpha1.FriendDeletion) *rej
 			return nil
 		}
 		if !retryable(err) {
+			if rej := quotaExceeded(err); rej != nil {
+				return rej
+			}
 			if tooLarge(err) {
 				return withCause(reject(http.StatusRequestEntityTooLarge, ReasonObjectTooLarge, "the API server refused the FriendDeletion as too large: send fewer pairs per callback"), err)
 			}

@@ -138,10 +138,10 @@ type CleanupStep struct {
 	// variables and a pairs file (see the README's Job contract). The pod
 	// template's restartPolicy must be Never (the default) or OnFailure, and
 	// ttlSecondsAfterFinished is refused: a Job that deletes itself takes
-	// its outcome with it (finished Jobs go with their FriendDeletion at the
-	// end of its retention).
+	// its outcome with it (the operator deletes a finished Job once its
+	// outcome is recorded, unless retention.keepFinishedJobs is set).
 	// +optional
-	// +kubebuilder:validation:XValidation:rule="!has(self.spec) || !has(self.spec.ttlSecondsAfterFinished)",message="job.spec.ttlSecondsAfterFinished is not allowed: Jobs are deleted with their FriendDeletion at the end of its retention"
+	// +kubebuilder:validation:XValidation:rule="!has(self.spec) || !has(self.spec.ttlSecondsAfterFinished)",message="job.spec.ttlSecondsAfterFinished is not allowed: the operator deletes a finished Job once its outcome is recorded"
 	// +kubebuilder:validation:XValidation:rule="!has(self.spec) || !has(self.spec.template.spec) || !has(self.spec.template.spec.restartPolicy) || self.spec.template.spec.restartPolicy in ['Never', 'OnFailure']",message="job.spec.template.spec.restartPolicy must be Never or OnFailure"
 	Job *batchv1.JobTemplateSpec `json:"job,omitempty"`
 
@@ -211,7 +211,8 @@ type ExternalStep struct {
 	Params map[string]string `json:"params,omitempty"`
 }
 
-// Retention says how long finished FriendDeletions are kept.
+// Retention says how long, and how many, finished FriendDeletions are kept,
+// and whether their finished Jobs are.
 type Retention struct {
 	// succeeded is how long a Succeeded FriendDeletion is kept.
 	// +optional
@@ -224,6 +225,30 @@ type Retention struct {
 	// +kubebuilder:default="168h"
 	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('0s')",message="failed must not be negative"
 	Failed *metav1.Duration `json:"failed,omitempty"`
+
+	// maxSucceeded, when set, is how many Succeeded FriendDeletions of this
+	// config are kept at most, besides the age limit: when there are more,
+	// the oldest (by completionTime) are deleted first, as CronJob's
+	// successfulJobsHistoryLimit does. Unset: no count limit. 0 to 100000.
+	// +optional
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=100000
+	MaxSucceeded *int32 `json:"maxSucceeded,omitempty"`
+
+	// maxFailed, when set, is how many Failed FriendDeletions of this config
+	// are kept at most, the oldest (by completionTime) deleted first. Unset:
+	// no count limit. 0 to 100000.
+	// +optional
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=100000
+	MaxFailed *int32 `json:"maxFailed,omitempty"`
+
+	// keepFinishedJobs, when true, keeps a job step's Job (and its pods)
+	// until its FriendDeletion is deleted. By default a finished Job is
+	// deleted, with its pods, as soon as its outcome is recorded in the
+	// FriendDeletion's status, which is what counts.
+	// +optional
+	KeepFinishedJobs bool `json:"keepFinishedJobs,omitempty"`
 }
 
 // CallbackConfigStatus is what the operator last saw of a CallbackConfig.

@@ -126,7 +126,9 @@ type StepStatus struct {
 	// +required
 	Phase Phase `json:"phase"`
 
-	// attempts counts the tries so far: HTTP requests sent, or Jobs created.
+	// attempts counts the tries so far: HTTP requests sent (or external
+	// attempts reported); for a job step, 1 once its Job was seen plus the
+	// Job's failed pods, written with the Job's next news.
 	// +optional
 	// +kubebuilder:validation:Minimum=0
 	Attempts int32 `json:"attempts,omitempty"`

@@ -250,3 +250,37 @@ func TestSamplesAreAccepted(t *testing.T) {
 	g.Expect(got.Spec.Cleanup).To(HaveLen(2))
 	g.Expect(got.Spec.Cleanup[0].Job.Spec.Template.Spec.Containers[0].Image).To(Equal("registry.example.com/chat/purge-history:1.4.2"))
 }
+
+// TestRetentionCountBounds: maxSucceeded and maxFailed are unset by
+// default (no count limit) and take 0 to 100000.
+func TestRetentionCountBounds(t *testing.T) {
+	ns := env.Namespace(t)
+	for _, tc := range []struct {
+		name      string
+		succeeded *int32
+		failed    *int32
+		ok        bool
+	}{
+		{"unset", nil, nil, true},
+		{"bounds", ptr.To[int32](0), ptr.To[int32](100000), true},
+		{"negative", ptr.To[int32](-1), nil, false},
+		{"too many", nil, ptr.To[int32](100001), false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			g := NewWithT(t)
+			c := validConfig(ns)
+			c.Spec.Retention.MaxSucceeded, c.Spec.Retention.MaxFailed = tc.succeeded, tc.failed
+			err := env.Client.Create(t.Context(), c)
+			if tc.ok {
+				g.Expect(err).NotTo(HaveOccurred())
+				got := &snsv1alpha1.CallbackConfig{}
+				g.Expect(env.Client.Get(t.Context(), client.ObjectKeyFromObject(c), got)).To(Succeed())
+				g.Expect(got.Spec.Retention.MaxSucceeded).To(Equal(tc.succeeded))
+				g.Expect(got.Spec.Retention.KeepFinishedJobs).To(BeFalse())
+				return
+			}
+			g.Expect(apierrors.IsInvalid(err)).To(BeTrue(), "%v", err)
+			g.Expect(err.Error()).To(ContainSubstring("spec.retention.max"))
+		})
+	}
+}

@@ -82,7 +82,8 @@ type app struct {
 	// failJob makes kwok fail the step's pod (see cluster.FailAnnotation).
 	failJob bool
 	// retention is the YAML of spec.retention, e.g. "{succeeded: 5s}";
-	// empty keeps the defaults.
+	// empty keeps the defaults but for keepFinishedJobs, which is set so
+	// that the tests can look at finished Jobs and their pods.
 	retention string
 }
 
@@ -94,7 +95,7 @@ func (a app) create(t *testing.T) {
 	if a.failJob {
 		annotations = fmt.Sprintf("{%q: \"true\"}", cluster.FailAnnotation)
 	}
-	retention := ""
+	retention := "  retention: {keepFinishedJobs: true}"
 	if a.retention != "" {
 		retention = "  retention: " + a.retention
 	}

@@ -1,0 +1,143 @@
+package controllers
+
+import (
+	"sync"
+
+	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/imcallback/friend-deletion-operator/controllers/cleanup"
+)
+
+// requestAnnotation asks for a reconcile when its value changes.
+const requestAnnotation = cleanup.RequestAnnotation
+
+// writeLog remembers, per FriendDeletion, the reconciler's status writes,
+// so that their watch events wake nothing. A write's event can arrive
+// before the write returns (and its resourceVersion is known), so while a
+// write is in flight every event of the object is held back and its
+// resourceVersion kept; when the write returns, an event held back that
+// was not the write's own means someone else wrote too, and the writer
+// reconciles again (statusPatcher.missed). One entry per FriendDeletion at
+// most, dropped when its last write's event arrives or it is deleted.
+type writeLog struct {
+	mu sync.Mutex
+	m  map[types.NamespacedName]*writeEntry
+}
+
+type writeEntry struct {
+	inFlight int
+	own      string   // resourceVersion of the last write, event not yet seen
+	held     []string // resourceVersions of events held back during a write
+}
+
+// begin notes a write about to be sent.
+func (w *writeLog) begin(key types.NamespacedName) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	e := w.m[key]
+	if e == nil {
+		e = &writeEntry{}
+		w.m[key] = e
+	}
+	e.inFlight++
+}
+
+// end notes a write returned, with the resourceVersion it left (empty when
+// it failed), and reports whether an event held back during it was someone
+// else's.
+func (w *writeLog) end(key types.NamespacedName, rv string) (missed bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	e := w.m[key]
+	if e == nil {
+		return false
+	}
+	e.inFlight--
+	e.own = rv
+	for _, h := range e.held {
+		if h == rv {
+			e.own = "" // its event came early and was held back
+		} else {
+			missed = true
+		}
+	}
+	e.held = nil
+	if e.inFlight == 0 && e.own == "" {
+		delete(w.m, key)
+	}
+	return missed
+}
+
+// consume reports whether an update event that left key at rv comes from
+// the reconciler's own write (or arrives while one is in flight), and
+// forgets what it no longer needs.
+func (w *writeLog) consume(key types.NamespacedName, rv string) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	e := w.m[key]
+	switch {
+	case e == nil:
+		return false
+	case e.inFlight > 0:
+		e.held = append(e.held, rv)
+		return true
+	}
+	delete(w.m, key)
+	return e.own == rv
+}
+
+func (w *writeLog) forget(key types.NamespacedName) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	delete(w.m, key)
+}
+
+// jobDeletionLog remembers, per FriendDeletion, the Jobs seen deleted before
+// their outcome was recorded. A job step records that its Job was seen
+// (attempts 1) only with the next change it writes anyway (a pod failed,
+// the Job finished), not in a write of its own; until then this is how the
+// reconciler knows that a missing Job existed, and fails the step instead
+// of creating it again (deleting a running Job cancels its step). Entries
+// go when the FriendDeletion finishes or is deleted.
+type jobDeletionLog struct {
+	mu   sync.Mutex
+	jobs map[types.NamespacedName]map[string]bool
+}
+
+func (l *jobDeletionLog) note(fd types.NamespacedName, job string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.jobs[fd] == nil {
+		l.jobs[fd] = map[string]bool{}
+	}
+	l.jobs[fd][job] = true
+}
+
+func (l *jobDeletionLog) deleted(fd types.NamespacedName, job string) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.jobs[fd][job]
+}
+
+func (l *jobDeletionLog) forget(fd types.NamespacedName) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	delete(l.jobs, fd)
+}
+
+// ownWrites is the reconciler's writeLog, made on first use.
+func (r *FriendDeletionReconciler) ownWrites() *writeLog {
+	r.logsOnce.Do(r.initLogs)
+	return r.writes
+}
+
+// jobDeletions is the reconciler's jobDeletionLog, made on first use.
+func (r *FriendDeletionReconciler) jobDeletions() *jobDeletionLog {
+	r.logsOnce.Do(r.initLogs)
+	return r.deletedJobs
+}
+
+func (r *FriendDeletionReconciler) initLogs() {
+	r.writes = &writeLog{m: map[types.NamespacedName]*writeEntry{}}
+	r.deletedJobs = &jobDeletionLog{jobs: map[types.NamespacedName]map[string]bool{}}
+}

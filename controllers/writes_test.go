@@ -1,0 +1,170 @@
+package controllers
+
+import (
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	. "github.com/onsi/gomega"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/rest"
+
+	snsv1alpha1 "github.com/imcallback/friend-deletion-operator/api/v1alpha1"
+)
+
+// writeCounter counts the API writes (POST, PUT, PATCH, DELETE) made
+// through a rest config, by verb, resource[/subresource] and answer code:
+// every client the manager builds from the config (its client, API reader,
+// Event recorder) goes through it.
+type writeCounter struct {
+	mu     sync.Mutex
+	counts map[string]int
+}
+
+func (w *writeCounter) wrap(cfg *rest.Config) *rest.Config {
+	cfg = rest.CopyConfig(cfg)
+	cfg.Wrap(func(rt http.RoundTripper) http.RoundTripper {
+		return roundTripperFunc(func(req *http.Request) (*http.Response, error) {
+			res, err := rt.RoundTrip(req)
+			if req.Method != http.MethodGet {
+				code := "error"
+				if err == nil {
+					code = fmt.Sprint(res.StatusCode)
+				}
+				w.mu.Lock()
+				w.counts[req.Method+" "+resourceOf(req.URL.Path)+" "+code]++
+				w.mu.Unlock()
+			}
+			return res, err
+		})
+	})
+	return cfg
+}
+
+// total is the number of writes whose key contains every one of parts.
+func (w *writeCounter) total(parts ...string) int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	n := 0
+	for k, c := range w.counts {
+		match := true
+		for _, p := range parts {
+			match = match && strings.Contains(k, p)
+		}
+		if match {
+			n += c
+		}
+	}
+	return n
+}
+
+func (w *writeCounter) String() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	keys := make([]string, 0, len(w.counts))
+	for k := range w.counts {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var b strings.Builder
+	for _, k := range keys {
+		fmt.Fprintf(&b, "  %s: %d\n", k, w.counts[k])
+	}
+	return b.String()
+}
+
+type roundTripperFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripperFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
+// resourceOf is the resource (and subresource) a request path names:
+// /apis/g/v/namespaces/ns/jobs/x/status is "jobs/status".
+func resourceOf(path string) string {
+	parts := strings.Split(strings.Trim(path, "/"), "/")
+	if len(parts) > 0 && parts[0] == "api" {
+		parts = parts[2:]
+	} else if len(parts) > 2 {
+		parts = parts[3:]
+	}
+	if len(parts) >= 2 && parts[0] == "namespaces" {
+		parts = parts[2:]
+	}
+	switch len(parts) {
+	case 0:
+		return "?"
+	case 1, 2:
+		return parts[0]
+	default:
+		return parts[0] + "/" + parts[2]
+	}
+}
+
+// TestWritesPerDeletion counts every API write the manager makes for
+// deletions run through a config with one job step and one http step (to
+// a local sink), from creation to deletion at the end of retention (0s
+// here): the intent with the step list, the Job's outcome together with the
+// http attempt's claim, the attempt's outcome, the Job's creation and
+// deletion once its outcome is recorded, and the FriendDeletion's deletion.
+// No Event: nothing went wrong.
+func TestWritesPerDeletion(t *testing.T) {
+	const n = 5
+	ns := env.Namespace(t)
+	var posts atomic.Int32
+	sink := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		posts.Add(1)
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	defer sink.Close()
+
+	counter := &writeCounter{counts: map[string]int{}}
+	startManagerOn(t, counter.wrap(env.Config), ns, testOptions())
+	cfg := newConfig(ns, "app", jobStep("purge"), httpStep("notify", sink.URL, 3))
+	cfg.Spec.Retention.Succeeded = &metav1.Duration{Duration: 0}
+	create(t, cfg)
+	for i := range n {
+		create(t, newFriendDeletion(ns, fmt.Sprintf("fd%d", i), "app"))
+	}
+	// The Job controller does not run here: the test completes each Job.
+	for i := range n {
+		setJobStatus(t, getJob(t, ns, fmt.Sprintf("fd%d-purge", i)), "complete")
+	}
+	g := gt(t)
+	g.Eventually(func(g Gomega) {
+		for i := range n {
+			err := env.Client.Get(t.Context(), types.NamespacedName{Namespace: ns, Name: fmt.Sprintf("fd%d", i)}, &snsv1alpha1.FriendDeletion{})
+			g.Expect(apierrors.IsNotFound(err)).To(BeTrue(), "fd%d is deleted at the end of its retention: %v", i, err)
+			g.Expect(jobsOf(g, ns, fmt.Sprintf("fd%d", i))).To(BeEmpty())
+		}
+	}).Should(Succeed())
+	g.Expect(posts.Load()).To(Equal(int32(n)))
+	// Let anything still in flight arrive before reading the counts.
+	g.Consistently(func() int { return counter.total() }).WithPolling(200 * time.Millisecond).Should(Equal(counter.total()))
+
+	perDeletion := func(parts ...string) float64 { return float64(counter.total(parts...)) / n }
+	t.Logf("writes of the manager for %d deletions:\n%s", n, counter)
+	t.Logf("writes per deletion: %.1f (frienddeletions/status %.1f, jobs %.1f, frienddeletions %.1f, events %.1f)",
+		perDeletion(), perDeletion("frienddeletions/status"), perDeletion(" jobs "), perDeletion(" frienddeletions "), perDeletion("events"))
+
+	// One Event only, the CallbackConfig's (Ready); none about a deletion
+	// without a hitch.
+	g.Expect(counter.total("events")).To(BeNumerically("<=", 1))
+	for i := range n {
+		g.Expect(eventsFor(g, ns, fmt.Sprintf("fd%d", i))).To(BeEmpty())
+	}
+	g.Expect(counter.total("POST jobs 201")).To(Equal(n))
+	g.Expect(counter.total("DELETE jobs 200")).To(Equal(n), "each finished Job is deleted")
+	g.Expect(counter.total("DELETE frienddeletions 200")).To(Equal(n))
+	// One write per transition: the intent (step list, purge Running),
+	// purge Succeeded with notify's attempt claimed, notify's outcome.
+	g.Expect(counter.total("PATCH frienddeletions/status 200")).To(Equal(3 * n))
+	// Beyond those 6 per deletion, only the config's status and Event.
+	g.Expect(counter.total()).To(Equal(6*n + 2))
+}
