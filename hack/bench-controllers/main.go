@@ -1,13 +1,15 @@
 // Command bench-controllers measures how fast the FriendDeletion reconciler
 // turns a burst of FriendDeletions into Jobs, against the raw client-go
 // ceiling of creating the same Jobs directly, on one control plane, and the
-// manager's peak memory.
+// manager's peak memory; with -retained, the manager's memory when many
+// finished FriendDeletions are retained (see retainedPhase).
 //
 // It starts its own kube-apiserver and etcd (controllers/testenv, so
 // KUBEBUILDER_ASSETS or K8S_ASSETS must name them), builds the manager from
 // main.go and runs it as a separate process, the way it runs in a cluster.
 //
 //	go run ./hack/bench-controllers -n 5000 -rounds 5
+//	go run ./hack/bench-controllers -retained 50000
 //
 // Each round has two phases, run one after the other so that both see the
 // same machine:
@@ -68,6 +70,11 @@ import (
 type benchOptions struct {
 	n, rounds, rawWorkers, createWorkers int
 	managerArgs                          []string
+	// retained, when set, runs the retained phase alone (see
+	// retainedPhase) with that many finished FriendDeletions.
+	retained        int
+	steadyWait      time.Duration
+	managerExtraEnv []string
 }
 
 func main() {
@@ -77,8 +84,12 @@ func main() {
 	flag.IntVar(&o.rawWorkers, "raw-workers", 32, "goroutines creating the raw Jobs")
 	flag.IntVar(&o.createWorkers, "create-workers", 32, "goroutines creating the FriendDeletions before the manager starts")
 	managerArgs := flag.String("manager-args", "", "extra flags for the manager, space separated")
+	managerEnv := flag.String("manager-env", "", "extra environment of the manager (GOMEMLIMIT=..., GOGC=...), space separated")
+	flag.IntVar(&o.retained, "retained", 0, "instead of the rounds, measure the manager's memory with this many finished FriendDeletions retained")
+	flag.DurationVar(&o.steadyWait, "steady-wait", 30*time.Second, "with -retained, how long after the reconciler is quiet to read the manager's steady RSS")
 	flag.Parse()
 	o.managerArgs = strings.Fields(*managerArgs)
+	o.managerExtraEnv = strings.Fields(*managerEnv)
 	log.SetLogger(logr.Discard()) // the FriendDeletion informer's cache
 	if err := run(o); err != nil {
 		fmt.Fprintln(os.Stderr, "bench-controllers:", err)
@@ -134,6 +145,9 @@ func run(o benchOptions) error {
 	}
 	b.cp = controlPlanePIDs()
 	fmt.Printf("machine: %d CPUs, load average before: %s\n", runtime.NumCPU(), loadavg())
+	if o.retained > 0 {
+		return b.retainedPhase("retained")
+	}
 
 	var results []roundResult
 	for r := 1; r <= o.rounds; r++ {
