@@ -136,6 +136,9 @@ func CacheByObject() map[client.Object]cache.ByObject {
 	return map[client.Object]cache.ByObject{
 		&batchv1.Job{}:      {Label: sel, Transform: slimJob},
 		&corev1.ConfigMap{}: {Label: sel, Transform: slimConfigMap},
+		// Every FriendDeletion is cached, finished ones until their
+		// retention ends; see slimFriendDeletion.
+		&snsv1alpha1.FriendDeletion{}: {Transform: slimFriendDeletion},
 	}
 }
 
