@@ -72,9 +72,9 @@ type benchOptions struct {
 	managerArgs                          []string
 	// retained, when set, runs the retained phase alone (see
 	// retainedPhase) with that many finished FriendDeletions.
-	retained        int
-	steadyWait      time.Duration
-	managerExtraEnv []string
+	retained    int
+	steadyWait  time.Duration
+	managerRuns []string
 }
 
 func main() {
@@ -84,12 +84,15 @@ func main() {
 	flag.IntVar(&o.rawWorkers, "raw-workers", 32, "goroutines creating the raw Jobs")
 	flag.IntVar(&o.createWorkers, "create-workers", 32, "goroutines creating the FriendDeletions before the manager starts")
 	managerArgs := flag.String("manager-args", "", "extra flags for the manager, space separated")
-	managerEnv := flag.String("manager-env", "", "extra environment of the manager (GOMEMLIMIT=..., GOGC=...), space separated")
+	flag.Func("manager-env", "with -retained, one manager run with this extra environment (GOMEMLIMIT=... GOGC=..., space separated); "+
+		"repeat for several runs over the same FriendDeletions (default one run, no extra environment)", func(v string) error {
+		o.managerRuns = append(o.managerRuns, v)
+		return nil
+	})
 	flag.IntVar(&o.retained, "retained", 0, "instead of the rounds, measure the manager's memory with this many finished FriendDeletions retained")
 	flag.DurationVar(&o.steadyWait, "steady-wait", 30*time.Second, "with -retained, how long after the reconciler is quiet to read the manager's steady RSS")
 	flag.Parse()
 	o.managerArgs = strings.Fields(*managerArgs)
-	o.managerExtraEnv = strings.Fields(*managerEnv)
 	log.SetLogger(logr.Discard()) // the FriendDeletion informer's cache
 	if err := run(o); err != nil {
 		fmt.Fprintln(os.Stderr, "bench-controllers:", err)
