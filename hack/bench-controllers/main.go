@@ -388,7 +388,7 @@ func apiRequests(ctx context.Context, cs kubernetes.Interface) (map[string]float
 			}
 		}
 		switch labels["verb"] {
-		case "POST", "PATCH", "PUT", "DELETE", "LIST", "GET":
+		case "POST", "PATCH", "PUT", "DELETE", "LIST", "GET", "WATCH":
 		default:
 			continue
 		}
