@@ -1,6 +1,9 @@
 package controllers
 
 import (
+	"slices"
+	"strings"
+	"sync"
 	"unique"
 
 	snsv1alpha1 "github.com/imcallback/friend-deletion-operator/api/v1alpha1"
@@ -16,8 +19,10 @@ import (
 // condition names, reasons, phases, common messages) share one copy
 // instead of one per object, as decoded from JSON.
 //
-// Objects read from the cache are deep copies (the client's default), so
-// sharing the strings is invisible to readers.
+// FriendDeletions with the same labels (those of one config) share one
+// labels map. Objects read from the cache are deep copies (the client's
+// default), and nothing writes to the cache's own objects, so sharing is
+// invisible to readers.
 func slimFriendDeletion(obj any) (any, error) {
 	fd, ok := obj.(*snsv1alpha1.FriendDeletion)
 	if !ok {
@@ -25,7 +30,7 @@ func slimFriendDeletion(obj any) (any, error) {
 	}
 	fd.ManagedFields = nil
 	fd.Namespace = intern(fd.Namespace)
-	fd.Labels = internMap(fd.Labels)
+	fd.Labels = labelSets.share(fd.Labels)
 	fd.Annotations = internMap(fd.Annotations)
 
 	s := &fd.Spec
@@ -65,4 +70,48 @@ func internMap(m map[string]string) map[string]string {
 		out[intern(k)] = intern(v)
 	}
 	return out
+}
+
+// labelSets holds one map per distinct set of labels, up to maxLabelSets;
+// past that, further sets are interned but not shared.
+var labelSets = &sharedMaps{maps: map[string]map[string]string{}}
+
+const maxLabelSets = 4096
+
+// sharedMaps hands out one map per distinct content. Transforms of several
+// informers (one per watched namespace) may call it at once.
+type sharedMaps struct {
+	mu   sync.Mutex
+	maps map[string]map[string]string
+}
+
+// share returns the shared map with m's content, or m's content interned
+// when too many distinct maps are held already.
+func (s *sharedMaps) share(m map[string]string) map[string]string {
+	if len(m) == 0 {
+		return m
+	}
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	var b strings.Builder
+	for _, k := range keys {
+		b.WriteString(k)
+		b.WriteByte(0)
+		b.WriteString(m[k])
+		b.WriteByte(0)
+	}
+	id := b.String()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if shared, ok := s.maps[id]; ok {
+		return shared
+	}
+	interned := internMap(m)
+	if len(s.maps) < maxLabelSets {
+		s.maps[id] = interned
+	}
+	return interned
 }

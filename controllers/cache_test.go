@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"encoding/json"
+	"reflect"
 	"testing"
 	"time"
 	"unsafe"
@@ -103,6 +104,23 @@ func TestSlimFriendDeletionSharesRepeatedStrings(t *testing.T) {
 		if !same(pair[0], pair[1]) {
 			t.Errorf("%s %q: two cached FriendDeletions hold two copies", what, pair[0])
 		}
+	}
+	if reflect.ValueOf(a.Labels).UnsafePointer() != reflect.ValueOf(b.Labels).UnsafePointer() {
+		t.Error("two cached FriendDeletions with the same labels hold two labels maps")
+	}
+	// What a reader gets is its own.
+	c := a.DeepCopy()
+	c.Labels["changed"] = "yes"
+	if _, ok := b.Labels["changed"]; ok {
+		t.Error("a deep copy's labels write through to another cached FriendDeletion")
+	}
+	other := decoded(t, retainedFriendDeletion("fd-3"))
+	other.Labels[snsv1alpha1.LabelConfig] = "another"
+	if _, err := slimFriendDeletion(other); err != nil {
+		t.Fatal(err)
+	}
+	if other.Labels[snsv1alpha1.LabelConfig] != "another" || a.Labels[snsv1alpha1.LabelConfig] != "app" {
+		t.Errorf("labels of different configs mixed: %v, %v", other.Labels, a.Labels)
 	}
 	// Sharing never merges strings that differ.
 	if a.Status.Steps[0].Message == b.Status.Steps[0].Message || a.Spec.Pairs[0].From == b.Spec.Pairs[0].From {

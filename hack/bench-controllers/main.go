@@ -75,6 +75,9 @@ type benchOptions struct {
 	retained    int
 	steadyWait  time.Duration
 	managerRuns []string
+	// baselineRef, when set, is a git revision whose manager each
+	// retained run also measures, first, over the same FriendDeletions.
+	baselineRef string
 }
 
 func main() {
@@ -90,6 +93,7 @@ func main() {
 		return nil
 	})
 	flag.IntVar(&o.retained, "retained", 0, "instead of the rounds, measure the manager's memory with this many finished FriendDeletions retained")
+	flag.StringVar(&o.baselineRef, "baseline-ref", "", "with -retained, also build the manager at this git revision and measure it first in each run, as the baseline")
 	flag.DurationVar(&o.steadyWait, "steady-wait", 30*time.Second, "with -retained, how long after the reconciler is quiet to read the manager's steady RSS")
 	flag.Parse()
 	o.managerArgs = strings.Fields(*managerArgs)
@@ -106,6 +110,7 @@ type bench struct {
 	env        *testenv.Env
 	cs         kubernetes.Interface
 	bin        string
+	baseBin    string // the manager at -baseline-ref
 	kubeconfig string
 	cp         []int // kube-apiserver and etcd
 }
@@ -130,6 +135,13 @@ func run(o benchOptions) error {
 	build.Stdout, build.Stderr = os.Stdout, os.Stderr
 	if err := build.Run(); err != nil {
 		return fmt.Errorf("building the manager: %w", err)
+	}
+	if o.baselineRef != "" {
+		fmt.Printf("building the manager at %s\n", o.baselineRef)
+		b.baseBin = filepath.Join(tmp, "manager-baseline")
+		if err := buildAt(o.baselineRef, filepath.Join(tmp, "baseline-src"), b.baseBin); err != nil {
+			return fmt.Errorf("building the manager at %s: %w", o.baselineRef, err)
+		}
 	}
 
 	fmt.Println("starting kube-apiserver and etcd")
@@ -186,6 +198,24 @@ func run(o benchOptions) error {
 	fmt.Printf("  ratio from the operator's first Job to its last: %.2f over all rounds\n", raw.Seconds()/ftl.Seconds())
 	fmt.Printf("  manager peak memory: VmHWM %.0f MiB (target < 200 MiB)\n", float64(hwm)/(1<<20))
 	return nil
+}
+
+// buildAt builds the manager from main.go as it is at the git revision ref,
+// extracted into dir.
+func buildAt(ref, dir, out string) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	extract := exec.Command("sh", "-c", `git archive "$1" | tar -x -C "$2"`, "sh", ref, dir)
+	extract.Dir = testenv.RepoRoot()
+	extract.Stderr = os.Stderr
+	if err := extract.Run(); err != nil {
+		return fmt.Errorf("extracting: %w", err)
+	}
+	build := exec.Command("go", "build", "-o", out, ".")
+	build.Dir = dir
+	build.Stdout, build.Stderr = os.Stdout, os.Stderr
+	return build.Run()
 }
 
 // rawPhase creates n Jobs in ns straight with client-go and returns how

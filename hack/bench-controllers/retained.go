@@ -75,11 +75,17 @@ func (b *bench) retainedPhase(ns string) error {
 		runs = []string{""}
 	}
 	for _, env := range runs {
-		if err := b.measureRetained(ns, strings.Fields(env)); err != nil {
-			return err
+		bins := [][2]string{{"current", b.bin}}
+		if b.baseBin != "" {
+			bins = [][2]string{{"baseline " + b.baselineRef, b.baseBin}, bins[0]}
 		}
-		if err := b.settle(); err != nil {
-			return err
+		for _, bin := range bins {
+			if err := b.measureRetained(ns, bin[0], bin[1], strings.Fields(env)); err != nil {
+				return err
+			}
+			if err := b.settle(); err != nil {
+				return err
+			}
 		}
 	}
 	// No clean-up: deleting tens of thousands at once overwhelms a test
@@ -87,11 +93,11 @@ func (b *bench) retainedPhase(ns string) error {
 	return nil
 }
 
-// measureRetained starts the manager, with env added to this process's
+// measureRetained starts the manager bin, with env added to this process's
 // environment, on the retained FriendDeletions and reports its memory.
-func (b *bench) measureRetained(ns string, env []string) error {
+func (b *bench) measureRetained(ns, label, bin string, env []string) error {
 	ctx := context.Background()
-	fmt.Printf("\nretained: manager run, environment %q\n", env)
+	fmt.Printf("\nretained: %s manager, extra environment %q\n", label, env)
 	req0, err := apiRequests(ctx, b.cs)
 	if err != nil {
 		return err
@@ -104,7 +110,7 @@ func (b *bench) measureRetained(ns string, env []string) error {
 	args := append([]string{"--kubeconfig", b.kubeconfig, "--metrics-bind-address", fmt.Sprintf("127.0.0.1:%d", port),
 		"--metrics-secure=false", "--health-probe-bind-address", "0", "--receiver-bind-address", "127.0.0.1:0",
 		"--zap-log-level", "info"}, b.managerArgs...)
-	mgr := exec.Command(b.bin, args...)
+	mgr := exec.Command(bin, args...)
 	mgr.Env = append(os.Environ(), env...)
 	stderr, err := mgr.StderrPipe()
 	if err != nil {
