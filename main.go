@@ -9,10 +9,14 @@
 package main
 
 import (
+	"errors"
 	"flag"
 	"fmt"
+	"log/slog"
 	"os"
 
+	"github.com/KimMachineGun/automemlimit/memlimit"
+	"github.com/go-logr/logr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
@@ -34,6 +38,7 @@ func main() {
 		return
 	}
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)))
+	setMemoryLimit(memlimit.FromCgroup)
 
 	if err := run(opts, *enableExample); err != nil {
 		ctrl.Log.Error(err, "manager stopped")
@@ -61,4 +66,27 @@ func validate(opts manager.Options, enableExample bool) error {
 		return fmt.Errorf("--enable-example-reconciler needs --role=controllers or all")
 	}
 	return nil
+}
+
+// memoryLimitRatio is the share of the container's memory limit the Go
+// runtime aims under: the rest is for what it does not count (thread
+// stacks outside the heap, the binary's own pages).
+const memoryLimitRatio = 0.9
+
+// setMemoryLimit sets the Go runtime's soft memory limit (GOMEMLIMIT) to
+// 90% of the container's memory limit (from its cgroup) unless GOMEMLIMIT
+// is set, so that the garbage collector works harder as the heap nears the
+// limit instead of letting it grow to twice what is live, which at start,
+// while the caches fill, can exceed the limit and get the pod OOM-killed.
+// AUTOMEMLIMIT=off turns it off; AUTOMEMLIMIT=0.8 sets another ratio.
+// The limit comes from limit, memlimit.FromCgroup but in tests.
+func setMemoryLimit(limit memlimit.Provider) {
+	log := slog.New(logr.ToSlogHandler(ctrl.Log.WithName("memlimit")))
+	_, err := memlimit.Set(memlimit.WithProvider(limit), memlimit.WithRatio(memoryLimitRatio), memlimit.WithLogger(log))
+	switch {
+	case errors.Is(err, memlimit.ErrCgroupsNotSupported), errors.Is(err, memlimit.ErrNoCgroup):
+		ctrl.Log.V(1).Info("no cgroup memory limit to derive GOMEMLIMIT from", "reason", err.Error())
+	case err != nil:
+		ctrl.Log.Error(err, "setting GOMEMLIMIT from the cgroup memory limit; running without")
+	}
 }

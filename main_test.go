@@ -1,8 +1,13 @@
 package main
 
 import (
+	"math"
+	"os"
+	"runtime/debug"
 	"strings"
 	"testing"
+
+	"github.com/KimMachineGun/automemlimit/memlimit"
 
 	"github.com/imcallback/friend-deletion-operator/controllers/manager"
 )
@@ -35,6 +40,40 @@ func TestValidate(t *testing.T) {
 				t.Errorf("validate() = %v, want nil", err)
 			case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
 				t.Errorf("validate() = %v, want an error mentioning %s", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestSetMemoryLimit(t *testing.T) {
+	const mib = 1 << 20
+	for name, tc := range map[string]struct {
+		env   map[string]string
+		start int64 // the limit the runtime started with, from GOMEMLIMIT; 0 for none
+		limit memlimit.Provider
+		want  int64
+	}{
+		"90% of the container's limit": {limit: memlimit.Limit(256 * mib), want: 256 * mib * 9 / 10},
+		"GOMEMLIMIT set: kept":         {env: map[string]string{"GOMEMLIMIT": "100MiB"}, start: 100 * mib, limit: memlimit.Limit(256 * mib), want: 100 * mib},
+		"AUTOMEMLIMIT=off: no limit":   {env: map[string]string{"AUTOMEMLIMIT": "off"}, limit: memlimit.Limit(256 * mib), want: math.MaxInt64},
+		"no limit in the cgroup":       {limit: func() (uint64, error) { return 0, memlimit.ErrNoLimit }, want: math.MaxInt64},
+		"no cgroup":                    {limit: func() (uint64, error) { return 0, memlimit.ErrNoCgroup }, want: math.MaxInt64},
+	} {
+		t.Run(name, func(t *testing.T) {
+			t.Setenv("GOMEMLIMIT", "")
+			os.Unsetenv("GOMEMLIMIT")
+			for k, v := range tc.env {
+				t.Setenv(k, v)
+			}
+			start := tc.start
+			if start == 0 {
+				start = math.MaxInt64
+			}
+			prev := debug.SetMemoryLimit(start) // as the runtime does from GOMEMLIMIT
+			t.Cleanup(func() { debug.SetMemoryLimit(prev) })
+			setMemoryLimit(tc.limit)
+			if got := debug.SetMemoryLimit(-1); got != tc.want {
+				t.Errorf("GOMEMLIMIT = %d MiB, want %d MiB", got/mib, tc.want/mib)
 			}
 		})
 	}

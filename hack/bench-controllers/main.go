@@ -1,13 +1,15 @@
 // Command bench-controllers measures how fast the FriendDeletion reconciler
 // turns a burst of FriendDeletions into Jobs, against the raw client-go
 // ceiling of creating the same Jobs directly, on one control plane, and the
-// manager's peak memory.
+// manager's peak memory; with -retained, the manager's memory when many
+// finished FriendDeletions are retained (see retainedPhase).
 //
 // It starts its own kube-apiserver and etcd (controllers/testenv, so
 // KUBEBUILDER_ASSETS or K8S_ASSETS must name them), builds the manager from
 // main.go and runs it as a separate process, the way it runs in a cluster.
 //
 //	go run ./hack/bench-controllers -n 5000 -rounds 5
+//	go run ./hack/bench-controllers -retained 50000
 //
 // Each round has two phases, run one after the other so that both see the
 // same machine:
@@ -68,6 +70,14 @@ import (
 type benchOptions struct {
 	n, rounds, rawWorkers, createWorkers int
 	managerArgs                          []string
+	// retained, when set, runs the retained phase alone (see
+	// retainedPhase) with that many finished FriendDeletions.
+	retained    int
+	steadyWait  time.Duration
+	managerRuns []string
+	// baselineRef, when set, is a git revision whose manager each
+	// retained run also measures, first, over the same FriendDeletions.
+	baselineRef string
 }
 
 func main() {
@@ -77,6 +87,14 @@ func main() {
 	flag.IntVar(&o.rawWorkers, "raw-workers", 32, "goroutines creating the raw Jobs")
 	flag.IntVar(&o.createWorkers, "create-workers", 32, "goroutines creating the FriendDeletions before the manager starts")
 	managerArgs := flag.String("manager-args", "", "extra flags for the manager, space separated")
+	flag.Func("manager-env", "with -retained, one manager run with this extra environment (GOMEMLIMIT=... GOGC=..., space separated); "+
+		"repeat for several runs over the same FriendDeletions (default one run, no extra environment)", func(v string) error {
+		o.managerRuns = append(o.managerRuns, v)
+		return nil
+	})
+	flag.IntVar(&o.retained, "retained", 0, "instead of the rounds, measure the manager's memory with this many finished FriendDeletions retained")
+	flag.StringVar(&o.baselineRef, "baseline-ref", "", "with -retained, also build the manager at this git revision and measure it first in each run, as the baseline")
+	flag.DurationVar(&o.steadyWait, "steady-wait", 30*time.Second, "with -retained, how long after the reconciler is quiet to read the manager's steady RSS")
 	flag.Parse()
 	o.managerArgs = strings.Fields(*managerArgs)
 	log.SetLogger(logr.Discard()) // the FriendDeletion informer's cache
@@ -92,6 +110,7 @@ type bench struct {
 	env        *testenv.Env
 	cs         kubernetes.Interface
 	bin        string
+	baseBin    string // the manager at -baseline-ref
 	kubeconfig string
 	cp         []int // kube-apiserver and etcd
 }
@@ -117,6 +136,13 @@ func run(o benchOptions) error {
 	if err := build.Run(); err != nil {
 		return fmt.Errorf("building the manager: %w", err)
 	}
+	if o.baselineRef != "" {
+		fmt.Printf("building the manager at %s\n", o.baselineRef)
+		b.baseBin = filepath.Join(tmp, "manager-baseline")
+		if err := buildAt(o.baselineRef, filepath.Join(tmp, "baseline-src"), b.baseBin); err != nil {
+			return fmt.Errorf("building the manager at %s: %w", o.baselineRef, err)
+		}
+	}
 
 	fmt.Println("starting kube-apiserver and etcd")
 	if b.env, err = testenv.Start(); err != nil {
@@ -134,6 +160,9 @@ func run(o benchOptions) error {
 	}
 	b.cp = controlPlanePIDs()
 	fmt.Printf("machine: %d CPUs, load average before: %s\n", runtime.NumCPU(), loadavg())
+	if o.retained > 0 {
+		return b.retainedPhase("retained")
+	}
 
 	var results []roundResult
 	for r := 1; r <= o.rounds; r++ {
@@ -169,6 +198,24 @@ func run(o benchOptions) error {
 	fmt.Printf("  ratio from the operator's first Job to its last: %.2f over all rounds\n", raw.Seconds()/ftl.Seconds())
 	fmt.Printf("  manager peak memory: VmHWM %.0f MiB (target < 200 MiB)\n", float64(hwm)/(1<<20))
 	return nil
+}
+
+// buildAt builds the manager from main.go as it is at the git revision ref,
+// extracted into dir.
+func buildAt(ref, dir, out string) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	extract := exec.Command("sh", "-c", `git archive "$1" | tar -x -C "$2"`, "sh", ref, dir)
+	extract.Dir = testenv.RepoRoot()
+	extract.Stderr = os.Stderr
+	if err := extract.Run(); err != nil {
+		return fmt.Errorf("extracting: %w", err)
+	}
+	build := exec.Command("go", "build", "-o", out, ".")
+	build.Dir = dir
+	build.Stdout, build.Stderr = os.Stdout, os.Stderr
+	return build.Run()
 }
 
 // rawPhase creates n Jobs in ns straight with client-go and returns how
@@ -371,7 +418,7 @@ func apiRequests(ctx context.Context, cs kubernetes.Interface) (map[string]float
 			}
 		}
 		switch labels["verb"] {
-		case "POST", "PATCH", "PUT", "DELETE", "LIST", "GET":
+		case "POST", "PATCH", "PUT", "DELETE", "LIST", "GET", "WATCH":
 		default:
 			continue
 		}

@@ -9,3 +9,9 @@ test-controllers: envtest-assets ## Run the controllers' unit and envtest suites
 .PHONY: bench-controllers
 bench-controllers: envtest-assets ## Time BENCH_N FriendDeletions to Jobs against raw client-go; manager peak memory.
 	KUBEBUILDER_ASSETS=$(K8S_ASSETS) go run ./hack/bench-controllers -n $(BENCH_N)
+
+BENCH_RETAINED ?= 50000
+
+.PHONY: bench-retained
+bench-retained: envtest-assets ## Manager peak and steady memory with BENCH_RETAINED finished FriendDeletions retained.
+	KUBEBUILDER_ASSETS=$(K8S_ASSETS) go run ./hack/bench-controllers -retained $(BENCH_RETAINED)
