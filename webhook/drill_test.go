@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/url"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -15,10 +16,13 @@ import (
 	. "github.com/onsi/gomega"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
+	snsv1alpha1 "github.com/imcallback/friend-deletion-operator/api/v1alpha1"
 	"github.com/imcallback/friend-deletion-operator/controllers/testenv"
 )
 
@@ -237,9 +241,10 @@ func expectStoredOnce(t *testing.T, ns string, ok map[string]bool, within time.D
 
 // TestDrillAPIServerUnreachable cuts the receiver's connection to the API
 // server for 10 s with refused connections, then 10 s with a black hole,
-// while callbacks arrive at 10/s. Every callback is answered OK within the
-// IM backend's wait, and every one is a FriendDeletion, once, within 60 s of
-// the connection's return.
+// while callbacks arrive at 10/s to a config without authentication and at
+// 5/s to one with it (whose token the receiver keeps checking with what the
+// API server said last). Every callback is answered OK, and every one is a
+// FriendDeletion, once, within 60 s of the connection's return.
 func TestDrillAPIServerUnreachable(t *testing.T) {
 	requireEnv(t)
 	g := NewWithT(t)
@@ -247,9 +252,27 @@ func TestDrillAPIServerUnreachable(t *testing.T) {
 	d := startDrillReceiver(t, proxiedConfig(t, env, proxy), drillOptions(t))
 	h := &harness{t: t, env: env, mgr: d.mgr, ns: env.Namespace(t)}
 	h.config("plain", nil)
+	g.Expect(env.Client.Create(t.Context(), &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Namespace: h.ns, Name: "im-token"},
+		Data:       map[string][]byte{"token": []byte(vectorToken)},
+	})).To(Succeed())
+	h.config("signed", func(c *snsv1alpha1.CallbackConfig) {
+		c.Spec.Auth = &snsv1alpha1.CallbackAuth{TokenSecretRef: snsv1alpha1.SecretKeyRef{Name: "im-token", Key: "token"}}
+	})
+	hc := imBackend()
+	signedSend := func(id string) (reply, error) {
+		q := signed(query("RequestId", "signed-"+id), vectorToken, strconv.FormatInt(time.Now().Unix(), 10))
+		req, err := http.NewRequest(http.MethodPost, d.base+Path(h.ns, "signed")+"?"+q.Encode(), stringsReader(pairsBody("user-"+id, "friend")))
+		if err != nil {
+			return reply{}, err
+		}
+		return sendRequest(hc, req)
+	}
 
-	l := startLoad(t, 10, callbackSender(imBackend(), func() string { return d.base }, h.ns))
+	l := startLoad(t, 10, callbackSender(hc, func() string { return d.base }, h.ns))
+	ls := startLoad(t, 5, signedSend)
 	g.Eventually(l.okCount).WithTimeout(time.Minute).WithPolling(50 * time.Millisecond).Should(BeNumerically(">=", 10))
+	g.Eventually(ls.okCount).WithTimeout(time.Minute).WithPolling(50 * time.Millisecond).Should(BeNumerically(">=", 5))
 	proxy.refuse()
 	time.Sleep(10 * time.Second) // the outage under test
 	proxy.blackHole()
@@ -259,10 +282,17 @@ func TestDrillAPIServerUnreachable(t *testing.T) {
 	healed := l.okCount()
 	g.Eventually(l.okCount).WithTimeout(time.Minute).WithPolling(50 * time.Millisecond).Should(BeNumerically(">=", healed+10))
 	l.finish()
+	ls.finish()
 
 	l.logSlowest()
+	ls.logSlowest()
 	g.Expect(l.failed).To(BeEmpty(), "callbacks not answered OK")
 	g.Expect(l.ok).To(HaveLen(len(l.sent)))
+	g.Expect(ls.failed).To(BeEmpty(), "signed callbacks not answered OK")
+	g.Expect(ls.ok).To(HaveLen(len(ls.sent)))
+	for id := range ls.ok {
+		l.ok["signed-"+id] = true
+	}
 	spooled := testutil.ToFloat64(d.parts.metrics.spoolWrites.WithLabelValues(spoolWriteSpooled))
 	g.Expect(spooled).To(BeNumerically(">=", 150), "the outage's callbacks went to the spool")
 	// Within 60 s of the connection's return.
@@ -270,7 +300,7 @@ func TestDrillAPIServerUnreachable(t *testing.T) {
 	g.Eventually(func() float64 { return testutil.ToFloat64(d.parts.metrics.spoolEntries) }).
 		WithTimeout(time.Minute).WithPolling(100 * time.Millisecond).Should(BeZero())
 	g.Expect(testutil.ToFloat64(d.parts.metrics.replays)).To(BeNumerically(">", 0))
-	t.Logf("%d callbacks sent, %d answered OK, %.0f spooled, %.0f replayed", len(l.sent), len(l.ok), spooled, testutil.ToFloat64(d.parts.metrics.replays))
+	t.Logf("%d callbacks sent, %d answered OK, %.0f spooled, %.0f replayed", len(l.sent)+len(ls.sent), len(l.ok), spooled, testutil.ToFloat64(d.parts.metrics.replays))
 }
 
 // TestDrillSpoolFull fills a small spool while the API server is

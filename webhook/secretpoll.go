@@ -19,6 +19,10 @@ import (
 // of a token Secret's metadata: a rotated token applies within it.
 const tokenSecretPollInterval = 5 * time.Second
 
+// tokenSecretReadTimeout bounds one metadata read, so that an API server
+// that does not answer costs a callback little of its budget.
+const tokenSecretReadTimeout = 250 * time.Millisecond
+
 // polledSecretMetadata tells tokenSecrets whether a token Secret changed
 // without watching Secrets. Watching Secrets, even their metadata only,
 // needs list and watch on Secrets, which RBAC cannot tell apart from
@@ -53,7 +57,11 @@ func newPolledSecretMetadata(direct client.Reader, interval time.Duration, clk c
 }
 
 // Get fills obj, a Secret's PartialObjectMetadata, from a read no older
-// than the interval. Errors other than NotFound are not remembered.
+// than the interval. When a read fails for another reason than NotFound
+// (the API server is down, refuses or does not answer in time), the last
+// answer stands for another interval: the token is the one last seen, and
+// callbacks signed with it go on being checked, and spooled, through the
+// outage. With no answer yet, the error is returned.
 func (p *polledSecretMetadata) Get(ctx context.Context, key client.ObjectKey, obj client.Object, _ ...client.GetOption) error {
 	into, ok := obj.(*metav1.PartialObjectMetadata)
 	if !ok {
@@ -63,12 +71,18 @@ func (p *polledSecretMetadata) Get(ctx context.Context, key client.ObjectKey, ob
 	last, ok := p.seen[key]
 	p.mu.Unlock()
 	if !ok || p.clock.Since(last.at) >= p.interval {
+		had := ok
 		v, err, _ := p.reads.Do(key.String(), func() (any, error) {
 			read := polledMetadata{meta: secretMetadata(), at: p.clock.Now()}
-			err := p.direct.Get(ctx, key, read.meta)
+			readCtx, cancel := context.WithTimeout(ctx, tokenSecretReadTimeout)
+			defer cancel()
+			err := p.direct.Get(readCtx, key, read.meta)
 			switch {
 			case apierrors.IsNotFound(err):
 				read.meta, read.missing = nil, err
+			case err != nil && had:
+				// Keep the last answer, and ask again an interval later.
+				read.meta, read.missing = last.meta, last.missing
 			case err != nil:
 				return nil, err
 			}

@@ -71,14 +71,37 @@ func TestPolledSecretMetadata(t *testing.T) {
 	g.Expect(api.n.Load()).To(Equal(int32(3)))
 	g.Expect(api.reads.Load()).To(Equal(int32(2)))
 
-	// A failed metadata read is not remembered: the next callback asks again.
+	// The API server does not answer: the last answer stands, so signed
+	// callbacks are still checked (and spooled) through the outage, and it
+	// is asked again once per interval, not once per callback.
 	clk.SetTime(clk.Now().Add(5 * time.Second))
 	api.fail = apierrors.NewServiceUnavailable("etcd is slow")
-	_, err := ts.Get(ctx, key)
-	g.Expect(apierrors.IsServiceUnavailable(err)).To(BeTrue(), "got %v", err)
-	api.fail = nil
+	for range 10 {
+		g.Expect(token()).To(Equal("two"))
+	}
+	g.Expect(api.n.Load()).To(Equal(int32(4)))
+	clk.SetTime(clk.Now().Add(5 * time.Second))
 	g.Expect(token()).To(Equal("two"))
 	g.Expect(api.n.Load()).To(Equal(int32(5)))
+	api.fail = nil
+	clk.SetTime(clk.Now().Add(5 * time.Second))
+	g.Expect(token()).To(Equal("two"))
+	g.Expect(api.n.Load()).To(Equal(int32(6)))
+	g.Expect(api.reads.Load()).To(Equal(int32(2)), "the same version is not read whole again")
+}
+
+// With no answer yet, a failed read is the caller's error: the token is
+// unknown, and a callback cannot be checked without it.
+func TestPolledSecretMetadataWithoutAnswerFails(t *testing.T) {
+	g := NewWithT(t)
+	key := types.NamespacedName{Namespace: "ns", Name: "im-token"}
+	api := &metadataReads{secretStore: &secretStore{secrets: map[types.NamespacedName]*corev1.Secret{}}, fail: apierrors.NewServiceUnavailable("down")}
+	api.secrets[key] = secretAt("u1", "1", "one")
+	p := newPolledSecretMetadata(api, 5*time.Second, clocktesting.NewFakePassiveClock(time.Unix(1_700_000_000, 0)))
+	err := p.Get(context.Background(), key, secretMetadata())
+	g.Expect(apierrors.IsServiceUnavailable(err)).To(BeTrue(), "got %v", err)
+	api.fail = nil
+	g.Expect(p.Get(context.Background(), key, secretMetadata())).To(Succeed(), "a failure is not remembered")
 }
 
 func TestPolledSecretMetadataRemembersMissing(t *testing.T) {
