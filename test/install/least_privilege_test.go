@@ -192,25 +192,7 @@ func callbackToSucceeded(t *testing.T, receiverAddr, ns string) (string, *snsv1a
 	t.Helper()
 	g := NewWithT(t)
 	const token = "least-privilege-token"
-	g.Expect(env.Client.Create(t.Context(), &corev1.Secret{
-		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "im-token"},
-		StringData: map[string]string{"token": token},
-	})).To(Succeed())
-	cfg := &snsv1alpha1.CallbackConfig{
-		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "chat-app"},
-		Spec: snsv1alpha1.CallbackConfigSpec{
-			SDKAppID: "1400000001",
-			Auth:     &snsv1alpha1.CallbackAuth{TokenSecretRef: snsv1alpha1.SecretKeyRef{Name: "im-token", Key: "token"}},
-			Cleanup: []snsv1alpha1.CleanupStep{{
-				Name: "purge-history",
-				Job: &batchv1.JobTemplateSpec{Spec: batchv1.JobSpec{Template: corev1.PodTemplateSpec{Spec: corev1.PodSpec{
-					RestartPolicy: corev1.RestartPolicyNever,
-					Containers:    []corev1.Container{{Name: "purge", Image: "registry.example.com/purge:1"}},
-				}}}},
-			}},
-		},
-	}
-	g.Expect(env.Client.Create(t.Context(), cfg)).To(Succeed())
+	cfg := createChatApp(t, ns, token)
 
 	// The CallbackConfig reconciler, reading the Secret as the controllers,
 	// reports the config Ready.
@@ -438,4 +420,32 @@ func freeLoopbackAddr(t *testing.T) string {
 	}
 	defer l.Close()
 	return l.Addr().String()
+}
+
+// createChatApp creates in ns the token Secret "im-token" holding token and
+// the CallbackConfig "chat-app" of the test app, signed with it, with one
+// job step "purge-history".
+func createChatApp(t *testing.T, ns, token string) *snsv1alpha1.CallbackConfig {
+	t.Helper()
+	g := NewWithT(t)
+	g.Expect(env.Client.Create(t.Context(), &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "im-token"},
+		StringData: map[string]string{"token": token},
+	})).To(Succeed())
+	cfg := &snsv1alpha1.CallbackConfig{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "chat-app"},
+		Spec: snsv1alpha1.CallbackConfigSpec{
+			SDKAppID: "1400000001",
+			Auth:     &snsv1alpha1.CallbackAuth{TokenSecretRef: snsv1alpha1.SecretKeyRef{Name: "im-token", Key: "token"}},
+			Cleanup: []snsv1alpha1.CleanupStep{{
+				Name: "purge-history",
+				Job: &batchv1.JobTemplateSpec{Spec: batchv1.JobSpec{Template: corev1.PodTemplateSpec{Spec: corev1.PodSpec{
+					RestartPolicy: corev1.RestartPolicyNever,
+					Containers:    []corev1.Container{{Name: "purge", Image: "registry.example.com/purge:1"}},
+				}}}},
+			}},
+		},
+	}
+	g.Expect(env.Client.Create(t.Context(), cfg)).To(Succeed())
+	return cfg
 }

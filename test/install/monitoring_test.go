@@ -18,13 +18,10 @@ import (
 
 	"github.com/go-logr/logr"
 	. "github.com/onsi/gomega"
-	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	ctrl "sigs.k8s.io/controller-runtime"
 
-	snsv1alpha1 "github.com/imcallback/friend-deletion-operator/api/v1alpha1"
 	"github.com/imcallback/friend-deletion-operator/controllers/manager"
 	"github.com/imcallback/friend-deletion-operator/controllers/testenv"
 	"github.com/imcallback/friend-deletion-operator/webhook"
@@ -141,24 +138,7 @@ func TestDashboardAndAlertMetricsExist(t *testing.T) {
 	testenv.Go(t, func(ctx context.Context) error { return manager.Run(ctx, opts) })
 
 	const token = "monitoring-token"
-	g.Expect(env.Client.Create(t.Context(), &corev1.Secret{
-		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "im-token"},
-		StringData: map[string]string{"token": token},
-	})).To(Succeed())
-	g.Expect(env.Client.Create(t.Context(), &snsv1alpha1.CallbackConfig{
-		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "chat-app"},
-		Spec: snsv1alpha1.CallbackConfigSpec{
-			SDKAppID: "1400000001",
-			Auth:     &snsv1alpha1.CallbackAuth{TokenSecretRef: snsv1alpha1.SecretKeyRef{Name: "im-token", Key: "token"}},
-			Cleanup: []snsv1alpha1.CleanupStep{{
-				Name: "purge-history",
-				Job: &batchv1.JobTemplateSpec{Spec: batchv1.JobSpec{Template: corev1.PodTemplateSpec{Spec: corev1.PodSpec{
-					RestartPolicy: corev1.RestartPolicyNever,
-					Containers:    []corev1.Container{{Name: "purge", Image: "registry.example.com/purge:1"}},
-				}}}},
-			}},
-		},
-	})).To(Succeed())
+	createChatApp(t, ns, token)
 
 	post := func(q url.Values) int {
 		body := `{"CallbackCommand":"Sns.CallbackFriendDelete","PairList":[{"From_Account":"id","To_Account":"id1"}]}`
