@@ -14,6 +14,9 @@ import (
 // first unfinished one is started or followed, and the next one starts in
 // the same pass as soon as it succeeds. A failed step stops the rest.
 func (r *FriendDeletionReconciler) reconcileSteps(ctx context.Context, p *statusPatcher, fd *snsv1alpha1.FriendDeletion, cfg *snsv1alpha1.CallbackConfig) (ctrl.Result, error) {
+	if !stepsMayStart(fd) {
+		return ctrl.Result{}, nil
+	}
 	for i := range fd.Status.Steps {
 		st := &fd.Status.Steps[i]
 		switch st.Phase {

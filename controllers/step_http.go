@@ -211,7 +211,7 @@ func (r *FriendDeletionReconciler) postFriendDeletion(ctx context.Context, fd *s
 	enc := json.NewEncoder(&body)
 	enc.SetEscapeHTML(false)
 	if err := enc.Encode(httpStepBody{
-		Name: fd.Name, Namespace: fd.Namespace, SDKAppID: fd.Spec.SDKAppID, Pairs: fd.Spec.Pairs,
+		Name: fd.Name, Namespace: fd.Namespace, SDKAppID: fd.Spec.SDKAppID, Pairs: stepPairs(fd),
 		ClientIP: fd.Spec.ClientIP, OptPlatform: fd.Spec.OptPlatform,
 	}); err != nil {
 		return httpResult{err: fmt.Errorf("encoding body: %w", err)}

@@ -206,7 +206,7 @@ func (r *FriendDeletionReconciler) recordJobIntent(ctx context.Context, p *statu
 // deterministic names, so AlreadyExists means an earlier reconcile (perhaps
 // of a manager since restarted) created them.
 func (r *FriendDeletionReconciler) createJob(ctx context.Context, fd *snsv1alpha1.FriendDeletion, step string, tmpl *batchv1.JobTemplateSpec, name string) (bool, error) {
-	pairs, err := pairsFile(fd.Spec.Pairs)
+	pairs, err := pairsFile(stepPairs(fd))
 	if err != nil {
 		return false, err
 	}
@@ -379,16 +379,17 @@ func buildJob(fd *snsv1alpha1.FriendDeletion, step string, tmpl *batchv1.JobTemp
 
 // contractEnv is the environment of the Job contract.
 func contractEnv(fd *snsv1alpha1.FriendDeletion) []corev1.EnvVar {
+	pairs := stepPairs(fd)
 	env := []corev1.EnvVar{
 		{Name: EnvFriendDeletionName, Value: fd.Name},
 		{Name: EnvFriendDeletionNamespace, Value: fd.Namespace},
 		{Name: EnvSDKAppID, Value: fd.Spec.SDKAppID},
-		{Name: EnvPairCount, Value: strconv.Itoa(len(fd.Spec.Pairs))},
+		{Name: EnvPairCount, Value: strconv.Itoa(len(pairs))},
 	}
-	if len(fd.Spec.Pairs) == 1 {
+	if len(pairs) == 1 {
 		env = append(env,
-			corev1.EnvVar{Name: EnvFromAccount, Value: fd.Spec.Pairs[0].From},
-			corev1.EnvVar{Name: EnvToAccount, Value: fd.Spec.Pairs[0].To})
+			corev1.EnvVar{Name: EnvFromAccount, Value: pairs[0].From},
+			corev1.EnvVar{Name: EnvToAccount, Value: pairs[0].To})
 	}
 	return append(env, corev1.EnvVar{Name: EnvPairsFile, Value: PairsFile})
 }
