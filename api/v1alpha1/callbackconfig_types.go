@@ -48,10 +48,77 @@ type CallbackConfigSpec struct {
 	// +kubebuilder:default={}
 	Retention Retention `json:"retention,omitempty"`
 
+	// verify, when set, asks the IM backend (v4/sns/friend_check) whether
+	// each pair's friendship is really gone before the first cleanup step
+	// of a FriendDeletion runs. Only pairs with no relation left go to the
+	// steps; the others are skipped (or fail the deletion, see
+	// stillFriends). A FriendDeletion fixes on first sight whether it is
+	// verified.
+	// +optional
+	Verify *Verify `json:"verify,omitempty"`
+
 	// suspend, when true, answers every callback FAIL and creates nothing.
 	// FriendDeletions already stored go on running.
 	// +optional
 	Suspend bool `json:"suspend,omitempty"`
+}
+
+// StillFriendsPolicy says what happens to a pair the IM backend still (or
+// again) reports as a friendship.
+// +kubebuilder:validation:Enum=Skip;Fail
+type StillFriendsPolicy string
+
+const (
+	// StillFriendsSkip leaves the pair out of every step's input and counts
+	// it in status; the other pairs go on.
+	StillFriendsSkip StillFriendsPolicy = "Skip"
+	// StillFriendsFail fails the whole FriendDeletion, running no step.
+	StillFriendsFail StillFriendsPolicy = "Fail"
+)
+
+// Verify configures the check of each pair against the IM backend.
+type Verify struct {
+	// endpoint is the IM REST API's base URL: https:// and the app's region
+	// host, such as https://adminapisgp.im.qcloud.com (Singapore) or
+	// https://console.tim.qq.com (China). The operator appends
+	// /v4/sns/friend_check and the query string.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=2048
+	// +kubebuilder:validation:XValidation:rule="isURL(self) && url(self).getScheme() in ['http', 'https'] && url(self).getQuery().size() == 0",message="endpoint must be an absolute http or https URL without a query"
+	Endpoint string `json:"endpoint"`
+
+	// identifier is the app administrator's UserID that signs the REST
+	// calls (the identifier query parameter and the UserSig's).
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=32
+	// +kubebuilder:validation:Pattern=`^[-_a-zA-Z0-9]+$`
+	Identifier string `json:"identifier"`
+
+	// secretKeyRef names the Secret key holding the app's secret key, from
+	// which each UserSig is computed. Changing the Secret takes effect
+	// without a restart, and retries verifications the IM backend refused
+	// as unauthenticated.
+	// +required
+	SecretKeyRef SecretKeyRef `json:"secretKeyRef"`
+
+	// requestsPerSecond bounds the friend_check calls per second for this
+	// config, across all its FriendDeletions. Tencent allows 200 per second
+	// per app; the default, 20, leaves the rest to the app's other REST
+	// callers. Between 1 and 200.
+	// +optional
+	// +kubebuilder:default=20
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=200
+	RequestsPerSecond int32 `json:"requestsPerSecond,omitempty"`
+
+	// stillFriends says what to do with a pair whose friendship exists (on
+	// either side): Skip (the default) leaves it out of every step's input;
+	// Fail fails the FriendDeletion without running any step.
+	// +optional
+	// +kubebuilder:default=Skip
+	StillFriends StillFriendsPolicy `json:"stillFriends,omitempty"`
 }
 
 // CIDR is an IPv4 or IPv6 address range such as 203.0.113.0/24.

@@ -28,6 +28,11 @@ const (
 	// and on a FriendDeletion whose every step succeeded.
 	ConditionReady = "Ready"
 
+	// ConditionVerified, on a FriendDeletion whose config verifies, is True
+	// once every pair got an answer from the IM backend, and False while
+	// verification waits, retries or was refused.
+	ConditionVerified = "Verified"
+
 	// StepConditionPrefix starts the type of each FriendDeletion step's
 	// condition: step.sns.imcallback.io/<step name>.
 	StepConditionPrefix = "step.sns.imcallback.io/"
@@ -76,6 +81,27 @@ const (
 	ReasonDeadlineExceeded = "DeadlineExceeded"
 	// ReasonConfigNotFound: the FriendDeletion's CallbackConfig is gone.
 	ReasonConfigNotFound = "ConfigNotFound"
+	// ReasonVerifying: the pairs are being checked with the IM backend.
+	ReasonVerifying = "Verifying"
+	// ReasonVerified: every pair was checked and none is a friendship.
+	ReasonVerified = "Verified"
+	// ReasonPairsSkipped: every pair was checked; some are still
+	// friendships and are left out of the cleanup steps.
+	ReasonPairsSkipped = "PairsSkipped"
+	// ReasonNothingToClean: every pair is still a friendship; no step runs
+	// and the FriendDeletion succeeds.
+	ReasonNothingToClean = "NothingToClean"
+	// ReasonStillFriends: a pair is still a friendship and the config's
+	// verify.stillFriends is Fail; the FriendDeletion fails.
+	ReasonStillFriends = "StillFriends"
+	// ReasonVerifyAuthFailed: the IM backend refused the UserSig (wrong
+	// secret key, identifier or SDKAppID); verification waits for the
+	// secret key's Secret to change.
+	ReasonVerifyAuthFailed = "VerifyAuthFailed"
+	// ReasonVerifyRemoved: the config's spec.verify was removed before the
+	// verification finished; every pair goes to the steps.
+	ReasonVerifyRemoved = "VerifyRemoved"
+
 	// ReasonStepRemoved: the config no longer has a step this
 	// FriendDeletion fixed when it started.
 	ReasonStepRemoved = "StepRemoved"

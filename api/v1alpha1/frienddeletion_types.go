@@ -195,7 +195,80 @@ type FriendDeletionStatus struct {
 	// +kubebuilder:validation:MaxItems=32
 	Conditions []metav1.Condition `json:"conditions,omitempty"`
 
+	// verification is the check of the pairs against the IM backend, set
+	// on first sight when the config has spec.verify. Until it is
+	// complete no step starts.
+	// +optional
+	Verification *Verification `json:"verification,omitempty"`
+
 	// completionTime is when the FriendDeletion succeeded or failed.
+	// +optional
+	CompletionTime *metav1.Time `json:"completionTime,omitempty"`
+}
+
+// Relation letters in Verification.relations, one per pair, as the IM
+// backend's friend_check (CheckResult_Type_Both) answered for from and to.
+const (
+	// RelationUnknown: not answered yet.
+	RelationUnknown = '?'
+	// RelationNone: CheckResult_Type_NoRelation, the friendship is gone on
+	// both sides. Only these pairs go to the cleanup steps.
+	RelationNone = 'N'
+	// RelationBoth: CheckResult_Type_BothWay, each has the other.
+	RelationBoth = 'W'
+	// RelationFromHasTo: from still has to in its friend list
+	// (CheckResult_Type_AWithB).
+	RelationFromHasTo = 'A'
+	// RelationToHasFrom: to still has from in its friend list
+	// (CheckResult_Type_BWithA).
+	RelationToHasFrom = 'B'
+)
+
+// Verification is the outcome of checking a FriendDeletion's pairs with
+// the IM backend, compact enough for 2000 pairs.
+type Verification struct {
+	// relations holds one letter per entry of spec.pairs, in order: ? not
+	// answered yet, N no relation (cleaned up), W both ways, A from still
+	// has to, B to still has from (W, A and B are skipped).
+	// +optional
+	// +kubebuilder:validation:MaxLength=2000
+	// +kubebuilder:validation:Pattern=`^[?NWAB]*$`
+	Relations string `json:"relations,omitempty"`
+
+	// verified is "<cleared>/<pairs>": how many pairs the IM backend
+	// confirmed gone, of all pairs. It is what kubectl get shows.
+	// +optional
+	// +kubebuilder:validation:MaxLength=16
+	Verified string `json:"verified,omitempty"`
+
+	// cleared counts the pairs with no relation left: the steps' input.
+	// +optional
+	// +kubebuilder:validation:Minimum=0
+	Cleared int32 `json:"cleared,omitempty"`
+
+	// skipped counts the pairs that are still (or again) friendships.
+	// +optional
+	// +kubebuilder:validation:Minimum=0
+	Skipped int32 `json:"skipped,omitempty"`
+
+	// attempts counts the verification attempts that failed (REST errors,
+	// an ErrorCode, a pair's ResultCode); the next waits longer.
+	// +optional
+	// +kubebuilder:validation:Minimum=0
+	Attempts int32 `json:"attempts,omitempty"`
+
+	// nextAttemptTime is when a failed attempt is tried again.
+	// +optional
+	NextAttemptTime *metav1.Time `json:"nextAttemptTime,omitempty"`
+
+	// secretResourceVersion is the resourceVersion of the secret key's
+	// Secret when the IM backend refused the UserSig: no request is sent
+	// again until the Secret changes.
+	// +optional
+	// +kubebuilder:validation:MaxLength=64
+	SecretResourceVersion string `json:"secretResourceVersion,omitempty"`
+
+	// completionTime is when every pair got an answer.
 	// +optional
 	CompletionTime *metav1.Time `json:"completionTime,omitempty"`
 }
@@ -210,6 +283,7 @@ type FriendDeletionStatus struct {
 // +kubebuilder:printcolumn:name="FROM",type=string,JSONPath=`.spec.pairs[0].from`
 // +kubebuilder:printcolumn:name="TO",type=string,JSONPath=`.spec.pairs[0].to`
 // +kubebuilder:printcolumn:name="PAIRS",type=integer,JSONPath=`.spec.pairCount`
+// +kubebuilder:printcolumn:name="VERIFIED",type=string,JSONPath=`.status.verification.verified`
 // +kubebuilder:printcolumn:name="PHASE",type=string,JSONPath=`.status.phase`
 // +kubebuilder:printcolumn:name="AGE",type=date,JSONPath=`.metadata.creationTimestamp`
 type FriendDeletion struct {
