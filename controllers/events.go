@@ -35,12 +35,18 @@ func transitionEvents(before, after *snsv1alpha1.FriendDeletionStatus) []event {
 			continue
 		}
 		e := event{Type: eventType(c.Reason), Reason: c.Reason}
-		if c.Type == snsv1alpha1.ConditionReady {
+		switch {
+		case c.Type == snsv1alpha1.ConditionVerified:
+			if c.Reason == snsv1alpha1.ReasonRetrying {
+				e.Reason = "VerifyRetrying"
+			}
+			e.Note = c.Message
+		case c.Type == snsv1alpha1.ConditionReady:
 			e.Note = c.Message
 			if c.Reason == snsv1alpha1.ReasonSucceeded {
 				e.Note += " After a retry."
 			}
-		} else {
+		default:
 			if !strings.HasPrefix(e.Reason, "Step") {
 				e.Reason = "Step" + e.Reason
 			}
@@ -54,6 +60,12 @@ func transitionEvents(before, after *snsv1alpha1.FriendDeletionStatus) []event {
 // newsworthy reports whether a condition that changed from old (nil when
 // new) is news for a person (see transitionEvents).
 func newsworthy(c metav1.Condition, old *metav1.Condition, steps []snsv1alpha1.StepStatus) bool {
+	if c.Type == snsv1alpha1.ConditionVerified {
+		return verifyNewsworthy(c.Reason)
+	}
+	if c.Type == snsv1alpha1.ConditionReady && verifyReason(c.Reason) {
+		return false // the Verified condition's Event tells it
+	}
 	switch c.Reason {
 	case snsv1alpha1.ReasonPending, snsv1alpha1.ReasonRunning:
 		return false
@@ -79,8 +91,34 @@ func retried(steps []snsv1alpha1.StepStatus) bool {
 	return false
 }
 
+// verifyNewsworthy reports whether a Verified condition with reason is
+// news: pairs skipped, and failures (retries, a refused UserSig, a missing
+// key, the Fail policy); not a verification in progress or one that
+// confirmed every pair.
+func verifyNewsworthy(reason string) bool {
+	switch reason {
+	case snsv1alpha1.ReasonVerifying, snsv1alpha1.ReasonVerified:
+		return false
+	}
+	return true
+}
+
+// verifyReason reports whether a reason comes from the Verified condition.
+func verifyReason(reason string) bool {
+	switch reason {
+	case snsv1alpha1.ReasonVerifying, snsv1alpha1.ReasonNothingToClean, snsv1alpha1.ReasonStillFriends,
+		snsv1alpha1.ReasonVerifyAuthFailed, snsv1alpha1.ReasonSecretNotFound, snsv1alpha1.ReasonSecretKeyMissing,
+		snsv1alpha1.ReasonVerifyRemoved:
+		return true
+	}
+	return false
+}
+
 func eventType(reason string) string {
 	switch reason {
+	case snsv1alpha1.ReasonStillFriends, snsv1alpha1.ReasonVerifyAuthFailed, snsv1alpha1.ReasonVerifyRemoved,
+		snsv1alpha1.ReasonSecretNotFound, snsv1alpha1.ReasonSecretKeyMissing:
+		return corev1.EventTypeWarning
 	case snsv1alpha1.ReasonFailed, snsv1alpha1.ReasonRetrying, snsv1alpha1.ReasonDeadlineExceeded,
 		snsv1alpha1.ReasonConfigNotFound, snsv1alpha1.ReasonStepRemoved:
 		return corev1.EventTypeWarning

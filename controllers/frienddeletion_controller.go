@@ -43,6 +43,9 @@ type FriendDeletionReconciler struct {
 
 	sweepsOnce sync.Once
 	sweeps     *countSweeps // count retention sweeps; see reconcileCountRetention
+
+	imOnce sync.Once
+	im     *imClientSet // IM REST clients per config; see imClients
 }
 
 // deferStatus is set in a reconcile's context by a step that wants the
@@ -104,6 +107,9 @@ func (r *FriendDeletionReconciler) Reconcile(ctx context.Context, req ctrl.Reque
 	if !r.fixSteps(fd, cfg) {
 		return ctrl.Result{}, nil
 	}
+	if res, done, err := r.reconcileVerification(ctx, fd, cfg); !done || err != nil {
+		return res, err
+	}
 	return r.reconcileSteps(ctx, patcher, fd, cfg)
 }
 
@@ -162,7 +168,8 @@ func (r *FriendDeletionReconciler) getConfig(ctx context.Context, fd *snsv1alpha
 }
 
 // fixSteps gives a FriendDeletion seen for the first time one Pending step
-// per cleanup step of its config; the list never changes after that.
+// per cleanup step of its config, and, when the config verifies pairs, a
+// verification to do first; neither changes after that.
 // Without a config there is nothing to fix, and the FriendDeletion fails
 // with Ready reason ConfigNotFound. It reports whether there are steps to run.
 func (r *FriendDeletionReconciler) fixSteps(fd *snsv1alpha1.FriendDeletion, cfg *snsv1alpha1.CallbackConfig) bool {
@@ -185,6 +192,7 @@ func (r *FriendDeletionReconciler) fixSteps(fd *snsv1alpha1.FriendDeletion, cfg 
 			Name: s.Name, Type: cleanupStepType(s), Phase: snsv1alpha1.PhasePending,
 		})
 	}
+	startVerification(fd, cfg)
 	return true
 }
 

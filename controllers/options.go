@@ -46,6 +46,17 @@ type Options struct {
 	// the http step client.
 	HTTPMaxIdleConnsPerHost int
 
+	// VerifyBackoffBase is the wait after a failed verification attempt
+	// (a REST failure, an ErrorCode, a pair's ResultCode); each later one
+	// waits twice as long, up to VerifyBackoffMax.
+	VerifyBackoffBase time.Duration
+	VerifyBackoffMax  time.Duration
+	// VerifyTimeout bounds each IM REST call.
+	VerifyTimeout time.Duration
+	// VerifyMaxWait is the longest a reconcile waits for its turn under a
+	// config's verify.requestsPerSecond; a longer wait requeues instead.
+	VerifyMaxWait time.Duration
+
 	// Clock tells the time to the reconcilers: step start and completion
 	// times, http retry times, external step deadlines and retention. Tests
 	// replace it; it defaults to the real clock.
@@ -68,6 +79,10 @@ func DefaultOptions() Options {
 		HTTPRetryAfterMax:         30 * time.Minute,
 		HTTPConcurrencyPerConfig:  8,
 		HTTPMaxIdleConnsPerHost:   16,
+		VerifyBackoffBase:         5 * time.Second,
+		VerifyBackoffMax:          5 * time.Minute,
+		VerifyTimeout:             10 * time.Second,
+		VerifyMaxWait:             time.Second,
 		Clock:                     clock.RealClock{},
 	}
 }
@@ -99,6 +114,14 @@ func (o *Options) BindFlags(fs *flag.FlagSet) {
 		"How many http cleanup step requests are in flight at once per CallbackConfig; they are sent off the reconcile workers.")
 	fs.IntVar(&o.HTTPMaxIdleConnsPerHost, "http-step-max-idle-conns-per-host", o.HTTPMaxIdleConnsPerHost,
 		"Idle keep-alive connections kept per host by the http cleanup step client.")
+	fs.DurationVar(&o.VerifyBackoffBase, "verify-backoff-base", o.VerifyBackoffBase,
+		"Wait after a failed verification of a FriendDeletion's pairs with the IM backend; it doubles on each later failure.")
+	fs.DurationVar(&o.VerifyBackoffMax, "verify-backoff-max", o.VerifyBackoffMax,
+		"Longest wait between two verification attempts.")
+	fs.DurationVar(&o.VerifyTimeout, "verify-timeout", o.VerifyTimeout,
+		"Timeout of each IM REST call (v4/sns/friend_check) that verifies pairs.")
+	fs.DurationVar(&o.VerifyMaxWait, "verify-max-wait", o.VerifyMaxWait,
+		"Longest a reconcile waits for its turn under a config's verify.requestsPerSecond before it requeues.")
 }
 
 // rateLimiter is the per-object backoff after reconcile errors, combined
@@ -148,6 +171,18 @@ func (o Options) withDefaults() Options {
 	}
 	if o.HTTPMaxIdleConnsPerHost <= 0 {
 		o.HTTPMaxIdleConnsPerHost = d.HTTPMaxIdleConnsPerHost
+	}
+	if o.VerifyBackoffBase <= 0 {
+		o.VerifyBackoffBase = d.VerifyBackoffBase
+	}
+	if o.VerifyBackoffMax <= 0 {
+		o.VerifyBackoffMax = d.VerifyBackoffMax
+	}
+	if o.VerifyTimeout <= 0 {
+		o.VerifyTimeout = d.VerifyTimeout
+	}
+	if o.VerifyMaxWait <= 0 {
+		o.VerifyMaxWait = d.VerifyMaxWait
 	}
 	if o.Clock == nil {
 		o.Clock = d.Clock

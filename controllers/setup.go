@@ -53,6 +53,9 @@ const (
 	indexConfigName = "spec.configName"
 	// indexTokenSecret indexes CallbackConfigs by their token Secret's name.
 	indexTokenSecret = "spec.auth.tokenSecretRef.name"
+	// indexVerifySecret indexes CallbackConfigs by their secret key's
+	// Secret name (spec.verify).
+	indexVerifySecret = "spec.verify.secretKeyRef.name"
 )
 
 // SetupWithManager sets up the FriendDeletion and CallbackConfig reconcilers.
@@ -72,6 +75,14 @@ func SetupWithManager(mgr ctrl.Manager, opts Options) error {
 	}); err != nil {
 		return fmt.Errorf("indexing CallbackConfigs by token Secret: %w", err)
 	}
+	if err := mgr.GetFieldIndexer().IndexField(ctx, &snsv1alpha1.CallbackConfig{}, indexVerifySecret, func(o client.Object) []string {
+		if v := o.(*snsv1alpha1.CallbackConfig).Spec.Verify; v != nil {
+			return []string{v.SecretKeyRef.Name}
+		}
+		return nil
+	}); err != nil {
+		return fmt.Errorf("indexing CallbackConfigs by secret key Secret: %w", err)
+	}
 
 	fdr := &FriendDeletionReconciler{
 		Client:    mgr.GetClient(),
@@ -87,6 +98,10 @@ func SetupWithManager(mgr ctrl.Manager, opts Options) error {
 		Watches(&snsv1alpha1.CallbackConfig{},
 			handler.EnqueueRequestsFromMapFunc(fdr.unfinishedOfConfig),
 			builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		// A changed secret key may be the one the IM backend accepts.
+		WatchesMetadata(&corev1.Secret{},
+			handler.EnqueueRequestsFromMapFunc(fdr.unverifiedOfSecret),
+			builder.WithPredicates(predicate.ResourceVersionChangedPredicate{})).
 		WithOptions(controller.Options{
 			MaxConcurrentReconciles: opts.FriendDeletionConcurrency,
 			RateLimiter:             opts.rateLimiter(),

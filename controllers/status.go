@@ -102,7 +102,8 @@ func decidingStep(steps []snsv1alpha1.StepStatus) int {
 // syncStepConditions gives every step a condition that fits its phase. A
 // step whose phase changed outside this reconciler (an external step
 // reported by its reconciler) gets the default reason for its new phase; a
-// step that was never run because an earlier one failed says so.
+// step that was never run because an earlier one failed, or because the
+// verification of the pairs left nothing to do, says so.
 func syncStepConditions(fd *snsv1alpha1.FriendDeletion, now metav1.Time) {
 	failed := ""
 	for _, st := range fd.Status.Steps {
@@ -111,12 +112,21 @@ func syncStepConditions(fd *snsv1alpha1.FriendDeletion, now metav1.Time) {
 			break
 		}
 	}
+	notRun := ""
+	if failed != "" {
+		notRun = fmt.Sprintf("Not run: step %q failed.", failed)
+	} else if vc := meta.FindStatusCondition(fd.Status.Conditions, snsv1alpha1.ConditionVerified); vc != nil && verificationEnded(fd) {
+		notRun = "Not run: " + map[string]string{
+			snsv1alpha1.ReasonNothingToClean: "every pair is still a friendship.",
+			snsv1alpha1.ReasonStillFriends:   "a pair is still a friendship (verify.stillFriends: Fail).",
+		}[vc.Reason]
+	}
 	for i := range fd.Status.Steps {
 		st := &fd.Status.Steps[i]
 		t := snsv1alpha1.StepConditionType(st.Name)
 		cur := meta.FindStatusCondition(fd.Status.Conditions, t)
-		if st.Phase == snsv1alpha1.PhasePending && failed != "" {
-			st.Message = fmt.Sprintf("Not run: step %q failed.", failed)
+		if st.Phase == snsv1alpha1.PhasePending && notRun != "" {
+			st.Message = notRun
 			want := stepstatus.Condition(*st, snsv1alpha1.ReasonPending, fd.Generation, now)
 			if cur == nil || cur.Message != want.Message {
 				meta.SetStatusCondition(&fd.Status.Conditions, want)
@@ -134,15 +144,54 @@ func syncStepConditions(fd *snsv1alpha1.FriendDeletion, now metav1.Time) {
 }
 
 // summarize writes the FriendDeletion's phase, step conditions, Ready
-// condition and completionTime from its steps.
+// condition and completionTime from its steps, or from its verification
+// while that runs or when it decided the outcome (see verifiedOutcome).
 func summarize(fd *snsv1alpha1.FriendDeletion, now metav1.Time) {
 	syncStepConditions(fd, now)
-	if len(fd.Status.Steps) > 0 || fd.Status.Phase == "" {
+	phase, ready, decided := verifiedOutcome(fd, now)
+	switch {
+	case decided:
+		fd.Status.Phase = phase
+	case len(fd.Status.Steps) > 0 || fd.Status.Phase == "":
 		fd.Status.Phase = summarizePhase(fd.Status.Steps)
 	}
-	meta.SetStatusCondition(&fd.Status.Conditions, readyCondition(fd.Status.Steps, fd.Status.Conditions, fd.Generation, now))
+	if ready == nil {
+		c := readyCondition(fd.Status.Steps, fd.Status.Conditions, fd.Generation, now)
+		ready = &c
+	}
+	meta.SetStatusCondition(&fd.Status.Conditions, *ready)
 	if fd.Status.Phase.Finished() && fd.Status.CompletionTime == nil {
 		fd.Status.CompletionTime = &now
 	}
 	fd.Status.ObservedGeneration = fd.Generation
+}
+
+// verifiedOutcome is what the verification of the pairs says about the
+// whole FriendDeletion. While it runs, Ready takes the Verified
+// condition's reason and message (the steps wait). When it found nothing
+// to clean up, the FriendDeletion is Succeeded with Ready reason
+// NothingToClean; when a pair is still a friendship under the Fail
+// policy, Failed with StillFriends (decided). Otherwise it has no say
+// (ready nil).
+func verifiedOutcome(fd *snsv1alpha1.FriendDeletion, now metav1.Time) (phase snsv1alpha1.Phase, ready *metav1.Condition, decided bool) {
+	v := fd.Status.Verification
+	vc := meta.FindStatusCondition(fd.Status.Conditions, snsv1alpha1.ConditionVerified)
+	if v == nil || vc == nil {
+		return "", nil, false
+	}
+	c := &metav1.Condition{
+		Type: snsv1alpha1.ConditionReady, Status: metav1.ConditionFalse,
+		Reason: vc.Reason, Message: vc.Message,
+		ObservedGeneration: fd.Generation, LastTransitionTime: now,
+	}
+	switch {
+	case v.CompletionTime == nil:
+		return "", c, false
+	case vc.Reason == snsv1alpha1.ReasonNothingToClean:
+		c.Status = metav1.ConditionTrue
+		return snsv1alpha1.PhaseSucceeded, c, true
+	case vc.Reason == snsv1alpha1.ReasonStillFriends:
+		return snsv1alpha1.PhaseFailed, c, true
+	}
+	return "", nil, false
 }

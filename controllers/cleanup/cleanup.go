@@ -79,8 +79,14 @@ type Step struct {
 	// Name is the step's name in the CallbackConfig.
 	Name string
 	// FriendDeletion is the object as last read (a copy you own). Its spec
-	// holds the callback: SDKAppID, pairs, clientIP, optPlatform.
+	// holds the callback: SDKAppID, clientIP, optPlatform, and all the
+	// pairs as received; do the work for Pairs, not spec.pairs.
 	FriendDeletion *snsv1alpha1.FriendDeletion
+	// Pairs is the pairs to clean up after: all of spec.pairs, or, when the
+	// CallbackConfig verifies pairs with the IM backend (spec.verify), only
+	// those whose friendship the IM backend confirmed gone. Pairs that are
+	// still (or again) friendships are left out. A copy you own.
+	Pairs []snsv1alpha1.FriendPair
 	// Params is the step's external.params in the CallbackConfig, as the
 	// config is now (a copy you own; empty when the config sets none).
 	Params map[string]string
@@ -238,6 +244,7 @@ func (a *adapter) Reconcile(ctx context.Context, req reconcile.Request) (ctrl.Re
 	ctx = ctrl.LoggerInto(ctx, ctrl.LoggerFrom(ctx).WithValues("step", a.step))
 	return a.r.Reconcile(ctx, &Step{
 		Name: a.step, FriendDeletion: fd, Params: params, Status: *st, Checkpoint: st.Checkpoint,
+		Pairs: append([]snsv1alpha1.FriendPair(nil), stepstatus.Pairs(fd)...),
 		client: a.client, apiReader: a.apiReader,
 	})
 }

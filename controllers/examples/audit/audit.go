@@ -67,7 +67,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, step *cleanup.Step) (ctrl.Re
 				snsv1alpha1.LabelStep:           step.Name,
 			},
 		},
-		Data: map[string]string{RecordKey: record(fd)},
+		Data: map[string]string{RecordKey: record(fd, step.Pairs)},
 	}
 	if err := controllerutil.SetControllerReference(fd, cm, r.Scheme()); err != nil {
 		return ctrl.Result{}, err
@@ -86,16 +86,18 @@ func (r *Reconciler) Reconcile(ctx context.Context, step *cleanup.Step) (ctrl.Re
 	} else if err != nil {
 		return ctrl.Result{}, err // retried with backoff
 	}
-	ctrl.LoggerFrom(ctx).Info("audit record written", "configMap", cm.Name, "pairs", len(fd.Spec.Pairs))
-	return ctrl.Result{}, step.Succeed(ctx, fmt.Sprintf("Audit record in ConfigMap %s (%d pairs).", cm.Name, len(fd.Spec.Pairs)))
+	ctrl.LoggerFrom(ctx).Info("audit record written", "configMap", cm.Name, "pairs", len(step.Pairs))
+	return ctrl.Result{}, step.Succeed(ctx, fmt.Sprintf("Audit record in ConfigMap %s (%d pairs).", cm.Name, len(step.Pairs)))
 }
 
-// record is the audit text: who asked, from where, and each deleted pair.
-func record(fd *snsv1alpha1.FriendDeletion) string {
+// record is the audit text: who asked, from where, and each deleted pair
+// cleaned up after (step.Pairs: those verified gone, when the config
+// verifies).
+func record(fd *snsv1alpha1.FriendDeletion, pairs []snsv1alpha1.FriendPair) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "sdkAppID=%s clientIP=%s optPlatform=%s receivedAt=%s\n",
 		fd.Spec.SDKAppID, fd.Spec.ClientIP, fd.Spec.OptPlatform, fd.Spec.ReceivedAt.UTC().Format("2006-01-02T15:04:05Z"))
-	for _, p := range fd.Spec.Pairs {
+	for _, p := range pairs {
 		fmt.Fprintf(&b, "%s\t%s\n", p.From, p.To)
 	}
 	return b.String()

@@ -82,7 +82,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, step *cleanup.Step) (ctrl.Re
 		return ctrl.Result{}, step.Fail(ctx, fmt.Sprintf("params.%s is not set.", ParamGroup))
 	}
 	target := strings.TrimSuffix(endpoint, "/") + "/groups/" + url.PathEscape(group) + "/remove-pair"
-	pairs := step.FriendDeletion.Spec.Pairs
+	pairs := step.Pairs
 
 	for i := nextPair(step.Checkpoint, len(pairs)); i < len(pairs); i++ {
 		if i > 0 && i%CheckpointEvery == 0 && step.Checkpoint != checkpoint(i) {
