@@ -55,6 +55,8 @@ func testOptions() Options {
 	o.RetryMaxDelay = time.Second
 	o.HTTPBackoffBase = 20 * time.Millisecond
 	o.HTTPBackoffMax = 100 * time.Millisecond
+	o.VerifyBackoffBase = 20 * time.Millisecond
+	o.VerifyBackoffMax = 100 * time.Millisecond
 	return o
 }
 

@@ -244,7 +244,7 @@ func (a *adapter) Reconcile(ctx context.Context, req reconcile.Request) (ctrl.Re
 	ctx = ctrl.LoggerInto(ctx, ctrl.LoggerFrom(ctx).WithValues("step", a.step))
 	return a.r.Reconcile(ctx, &Step{
 		Name: a.step, FriendDeletion: fd, Params: params, Status: *st, Checkpoint: st.Checkpoint,
-		Pairs: append([]snsv1alpha1.FriendPair(nil), stepstatus.Pairs(fd)...),
+		Pairs:  append([]snsv1alpha1.FriendPair(nil), stepstatus.Pairs(fd)...),
 		client: a.client, apiReader: a.apiReader,
 	})
 }
