@@ -143,6 +143,16 @@ func TestVerifyRetriesErrorCodesAnd500s(t *testing.T) {
 	g.Expect(strings.Join(notes, "\n")).To(SatisfyAll(
 		ContainSubstring("ErrorCode 30001"), ContainSubstring("HTTP 500"), ContainSubstring("ResultCode 30006"),
 		Not(ContainSubstring(testAppKey)), Not(ContainSubstring("usersig"))))
+
+	// Retained once finished, the one-pair deletion (its only object now
+	// that the Job is deleted) stays within 4 KiB, verification included.
+	setJobStatus(t, job, "complete")
+	fd = waitForPhase(t, ns, "fd1", snsv1alpha1.PhaseSucceeded)
+	g.Eventually(func(g Gomega) []batchv1.Job { return jobsOf(g, ns, "fd1") }).Should(BeEmpty())
+	fd.ManagedFields = nil
+	raw, err := json.Marshal(fd)
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(len(raw)).To(BeNumerically("<=", 4096), "%s", raw)
 }
 
 // verifyEventNotes lists the notes of the VerifyRetrying Events about fd.
