@@ -18,7 +18,7 @@ import (
 
 	snsv1alpha1 "github.com/imcallback/friend-deletion-operator/api/v1alpha1"
 	"github.com/imcallback/friend-deletion-operator/controllers/cleanup"
-	"github.com/imcallback/friend-deletion-operator/controllers/internal/imrest/imresttest"
+	"github.com/imcallback/friend-deletion-operator/internal/imrest/imresttest"
 )
 
 const (

@@ -19,7 +19,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	snsv1alpha1 "github.com/imcallback/friend-deletion-operator/api/v1alpha1"
-	"github.com/imcallback/friend-deletion-operator/controllers/internal/imrest"
+	"github.com/imcallback/friend-deletion-operator/internal/imrest"
 )
 
 // This file verifies a FriendDeletion's pairs with the IM backend before

@@ -20,6 +20,7 @@ import (
 	. "github.com/onsi/gomega"
 
 	"github.com/imcallback/friend-deletion-operator/hack/localcluster/cluster"
+	"github.com/imcallback/friend-deletion-operator/internal/imrest/imresttest"
 )
 
 const (
@@ -73,6 +74,9 @@ func newNamespace(t *testing.T) string {
 	return name
 }
 
+// e2eAppKey is the secret key of the apps whose config verifies pairs.
+const e2eAppKey = "e2e-app-secret-key"
+
 // app is a CallbackConfig with one Job step, and its token Secret.
 type app struct {
 	namespace string
@@ -85,6 +89,9 @@ type app struct {
 	// empty keeps the defaults but for keepFinishedJobs, which is set so
 	// that the tests can look at finished Jobs and their pods.
 	retention string
+	// verify, when set, is a fake IM REST API the config verifies pairs
+	// with (spec.verify), its secret key in the Secret <name>-im-key.
+	verify *imresttest.Server
 }
 
 // create applies the Secret and the CallbackConfig and waits until the
@@ -98,6 +105,21 @@ func (a app) create(t *testing.T) {
 	retention := "  retention: {keepFinishedJobs: true}"
 	if a.retention != "" {
 		retention = "  retention: " + a.retention
+	}
+	if a.verify != nil {
+		retention += fmt.Sprintf(`
+  verify:
+    endpoint: %[1]s
+    identifier: %[2]s
+    secretKeyRef: {name: %[3]s-im-key, key: secretKey}
+---
+apiVersion: v1
+kind: Secret
+metadata:
+  name: %[3]s-im-key
+  namespace: %[4]s
+stringData:
+  secretKey: %[5]q`, a.verify.URL, a.verify.Identifier, a.name, a.namespace, e2eAppKey)
 	}
 	apply(t, fmt.Sprintf(`apiVersion: v1
 kind: Secret
@@ -302,7 +324,7 @@ func friendDeletions(g Gomega, namespace string) []map[string]string {
 	managerAlive(g)
 	headers, rows := table(g, "frienddeletions", "-n", namespace)
 	if rows != nil {
-		g.Expect(headers).To(Equal([]string{"NAME", "CONFIG", "FROM", "TO", "PAIRS", "PHASE", "AGE"}))
+		g.Expect(headers).To(Equal([]string{"NAME", "CONFIG", "FROM", "TO", "PAIRS", "VERIFIED", "PHASE", "AGE"}))
 	}
 	return rows
 }

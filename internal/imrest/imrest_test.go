@@ -10,8 +10,8 @@ import (
 	"time"
 
 	snsv1alpha1 "github.com/imcallback/friend-deletion-operator/api/v1alpha1"
-	"github.com/imcallback/friend-deletion-operator/controllers/internal/imrest"
-	"github.com/imcallback/friend-deletion-operator/controllers/internal/imrest/imresttest"
+	"github.com/imcallback/friend-deletion-operator/internal/imrest"
+	"github.com/imcallback/friend-deletion-operator/internal/imrest/imresttest"
 )
 
 const (
