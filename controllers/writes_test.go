@@ -168,3 +168,40 @@ func TestWritesPerDeletion(t *testing.T) {
 	// Beyond those 6 per deletion, only the config's status and Event.
 	g.Expect(counter.total()).To(Equal(6*n + 2))
 }
+
+// TestWritesPerVerifiedDeletion counts the status writes of deletions
+// whose config verifies pairs (spec.verify): the verification is written
+// with the intent, so a deletion whose pair is gone costs what it costs
+// without verification (intent, the Job's outcome), and one whose pair is
+// still a friendship one write (Succeeded, NothingToClean) and no Job.
+func TestWritesPerVerifiedDeletion(t *testing.T) {
+	const n = 4
+	ns := env.Namespace(t)
+	srv := fakeIM(t)
+	counter := &writeCounter{counts: map[string]int{}}
+	startManagerOn(t, counter.wrap(env.Config), ns, testOptions())
+	cfg, secret := verifyingConfig(ns, "app", srv, testAppKey, jobStep("purge"))
+	cfg.Spec.Verify.RequestsPerSecond = 200
+	cfg.Spec.Retention.Succeeded = &metav1.Duration{Duration: time.Hour}
+	create(t, secret, cfg)
+	for i := range n {
+		srv.MakeFriends(fmt.Sprintf("friend%d", i), "bob")
+		create(t, newFriendDeletion(ns, fmt.Sprintf("gone%d", i), "app"),
+			newFriendDeletion(ns, fmt.Sprintf("friends%d", i), "app", snsv1alpha1.FriendPair{From: fmt.Sprintf("friend%d", i), To: "bob"}))
+	}
+	for i := range n {
+		setJobStatus(t, getJob(t, ns, fmt.Sprintf("gone%d-purge", i)), "complete")
+	}
+	for i := range n {
+		waitForPhase(t, ns, fmt.Sprintf("gone%d", i), snsv1alpha1.PhaseSucceeded)
+		fd := waitForPhase(t, ns, fmt.Sprintf("friends%d", i), snsv1alpha1.PhaseSucceeded)
+		gt(t).Expect(conditionOf(fd, "Ready").Reason).To(Equal(snsv1alpha1.ReasonNothingToClean))
+	}
+	g := gt(t)
+	g.Consistently(func() int { return counter.total() }).WithPolling(200 * time.Millisecond).Should(Equal(counter.total()))
+	t.Logf("writes of the manager for %d verified deletions of each kind:\n%s", n, counter)
+	g.Expect(counter.total("POST jobs 201")).To(Equal(n), "no Job for a pair still friends")
+	g.Expect(counter.total("PATCH frienddeletions/status 200")).To(Equal(2*n + n))
+	g.Expect(srv.Calls()).To(HaveLen(2 * n))
+	g.Expect(counter.total("events")).To(Equal(n+1), "one NothingToClean Event per deletion still friends, and the config's")
+}

@@ -245,7 +245,7 @@ func (c *Client) FriendCheck(ctx context.Context, from string, to []string) ([]C
 		return nil, fmt.Errorf("POST %s answered invalid JSON: %w", target, err)
 	}
 	if ans.ErrorCode != 0 || ans.ActionStatus != "OK" {
-		return nil, &APIError{Code: ans.ErrorCode, Info: truncate(ans.ErrorInfo, 200)}
+		return nil, &APIError{Code: ans.ErrorCode, Info: truncate(scrub(errors.New(ans.ErrorInfo), sig).Error(), 200)}
 	}
 	failed := make(map[string]bool, len(ans.FailAccount))
 	for _, a := range ans.FailAccount {

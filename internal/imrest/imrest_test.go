@@ -237,3 +237,40 @@ func TestRateLimitedCallsSayWhenToComeBack(t *testing.T) {
 		t.Errorf("the server saw %d calls, want 1", n)
 	}
 }
+
+func TestUserSigReusedUntilAnHourBeforeExpiry(t *testing.T) {
+	srv := imresttest.NewServer(appID, admin, key)
+	defer srv.Close()
+	// The client's clock starts 23 hours back, so that the fake server,
+	// on the real clock, takes every UserSig as current.
+	now := time.Now().Add(-23 * time.Hour)
+	cl := imrest.New(imrest.Config{
+		Endpoint: srv.URL, SDKAppID: 1400000001, Identifier: admin, RequestsPerSecond: 100,
+		Now: func() time.Time { return now },
+	})
+	cl.SetKey(key, "1")
+	call := func() {
+		t.Helper()
+		if _, err := cl.FriendCheck(context.Background(), "alice", []string{"bob"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	call()
+	now = now.Add(imrest.SigLifetime - time.Hour - time.Minute)
+	call() // still well within its lifetime: the same UserSig
+	now = now.Add(2 * time.Minute)
+	call() // within an hour of expiry: a new one
+	now = now.Add(time.Second)
+	cl.SetKey(key, "1")
+	call() // the same Secret version: kept
+	cl.SetKey(key, "2")
+	call() // the Secret changed: a new one, even with the same key
+	sigs := srv.UserSigs()
+	if len(sigs) != 5 {
+		t.Fatalf("%d calls, want 5", len(sigs))
+	}
+	same := []bool{sigs[0] == sigs[1], sigs[1] == sigs[2], sigs[2] == sigs[3], sigs[3] == sigs[4]}
+	if want := []bool{true, false, true, false}; fmt.Sprint(same) != fmt.Sprint(want) {
+		t.Errorf("UserSig reuse between calls %v, want %v", same, want)
+	}
+}

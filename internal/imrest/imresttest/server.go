@@ -47,6 +47,7 @@ type Server struct {
 	friends  map[[2]string]bool // {a, b}: a has b in its friend list
 	fail     []Failure
 	calls    []time.Time
+	sigs     []string
 	accounts int
 	problems []string
 }
@@ -92,6 +93,13 @@ func (s *Server) Calls() []time.Time {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return append([]time.Time(nil), s.calls...)
+}
+
+// UserSigs returns the usersig of each call, in order.
+func (s *Server) UserSigs() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]string(nil), s.sigs...)
 }
 
 // Accounts returns how many To_Account the calls carried in all.
@@ -165,6 +173,7 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
 	key := bytes.Clone(s.key)
 	s.calls = append(s.calls, time.Now())
+	s.sigs = append(s.sigs, q.Get("usersig"))
 	s.accounts += len(req.To)
 	var f Failure
 	if len(s.fail) > 0 {
