@@ -250,7 +250,12 @@ func (r *FriendDeletionReconciler) imClients() *imClientSet {
 	r.imOnce.Do(func() {
 		t := http.DefaultTransport.(*http.Transport).Clone()
 		r.im = &imClientSet{
-			http:    &http.Client{Transport: t, Timeout: r.Options.VerifyTimeout},
+			http: &http.Client{
+				Transport: t, Timeout: r.Options.VerifyTimeout,
+				// A redirect is an answer other than 200, so a failed
+				// attempt; following it would send the request elsewhere.
+				CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+			},
 			clients: map[types.NamespacedName]*imClientEntry{},
 		}
 	})
