@@ -30,6 +30,8 @@ type FriendDeletionReconciler struct {
 	Recorder  recorder.EventRecorder
 	HTTP      *http.Client
 	Options   Options
+	// VerifyMetrics, when set, counts the verification of pairs.
+	VerifyMetrics *verifyMetrics
 
 	sendsOnce sync.Once
 	sends     *httpSends // http attempts in flight; see httpFlights

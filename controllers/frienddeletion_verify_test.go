@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	. "github.com/onsi/gomega"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
@@ -137,6 +138,11 @@ func TestVerifyRetriesErrorCodesAnd500s(t *testing.T) {
 	g.Expect(fd.Status.Verification.Relations).To(Equal("N"))
 	g.Expect(conditionOf(fd, snsv1alpha1.ConditionVerified).Reason).To(Equal(snsv1alpha1.ReasonVerified))
 	g.Expect(srv.Calls()).To(HaveLen(4))
+	m, err := newVerifyMetrics()
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(testutil.ToFloat64(m.calls.WithLabelValues(ns, "app", verifyCallOK))).To(Equal(2.0), "the failed items' answer and the last")
+	g.Expect(testutil.ToFloat64(m.calls.WithLabelValues(ns, "app", verifyCallError))).To(Equal(2.0), "the ErrorCode and the 500")
+	g.Expect(testutil.ToFloat64(m.pairs.WithLabelValues(ns, "app", verifyPairsGone))).To(Equal(1.0))
 	g.Eventually(func(g Gomega) []string { return eventsFor(g, ns, "fd1") }).Should(ContainElement("VerifyRetrying"))
 	// The retry messages say what failed and never give the key away.
 	notes := verifyEventNotes(g, ns, "fd1")
@@ -144,13 +150,14 @@ func TestVerifyRetriesErrorCodesAnd500s(t *testing.T) {
 		ContainSubstring("ErrorCode 30001"), ContainSubstring("HTTP 500"), ContainSubstring("ResultCode 30006"),
 		Not(ContainSubstring(testAppKey)), Not(ContainSubstring("usersig"))))
 
+	var raw []byte
 	// Retained once finished, the one-pair deletion (its only object now
 	// that the Job is deleted) stays within 4 KiB, verification included.
 	setJobStatus(t, job, "complete")
 	fd = waitForPhase(t, ns, "fd1", snsv1alpha1.PhaseSucceeded)
 	g.Eventually(func(g Gomega) []batchv1.Job { return jobsOf(g, ns, "fd1") }).Should(BeEmpty())
 	fd.ManagedFields = nil
-	raw, err := json.Marshal(fd)
+	raw, err = json.Marshal(fd)
 	g.Expect(err).NotTo(HaveOccurred())
 	g.Expect(len(raw)).To(BeNumerically("<=", 4096), "%s", raw)
 }
@@ -186,6 +193,9 @@ func TestVerifyWrongKeyIsAnAuthErrorUntilTheSecretChanges(t *testing.T) {
 	g.Expect(conditionOf(fd, "Ready").Reason).To(Equal(snsv1alpha1.ReasonVerifyAuthFailed))
 	// No retry while the key is the same.
 	calls := len(srv.Calls())
+	m, err := newVerifyMetrics()
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(testutil.ToFloat64(m.calls.WithLabelValues(ns, "app", verifyCallAuth))).To(Equal(float64(calls)))
 	poke(t, ns, "fd1")
 	g.Consistently(func() int { return len(srv.Calls()) }).Should(Equal(calls))
 	g.Expect(jobsOf(g, ns, "fd1")).To(BeEmpty())

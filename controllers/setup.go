@@ -84,14 +84,19 @@ func SetupWithManager(mgr ctrl.Manager, opts Options) error {
 		return fmt.Errorf("indexing CallbackConfigs by secret key Secret: %w", err)
 	}
 
-	fdr := &FriendDeletionReconciler{
-		Client:    mgr.GetClient(),
-		APIReader: mgr.GetAPIReader(),
-		Recorder:  mgr.GetEventRecorder("frienddeletion-controller"),
-		HTTP:      newHTTPClient(opts),
-		Options:   opts,
+	vm, err := newVerifyMetrics()
+	if err != nil {
+		return fmt.Errorf("registering the verification metrics: %w", err)
 	}
-	err := ctrl.NewControllerManagedBy(mgr).
+	fdr := &FriendDeletionReconciler{
+		Client:        mgr.GetClient(),
+		APIReader:     mgr.GetAPIReader(),
+		Recorder:      mgr.GetEventRecorder("frienddeletion-controller"),
+		HTTP:          newHTTPClient(opts),
+		Options:       opts,
+		VerifyMetrics: vm,
+	}
+	err = ctrl.NewControllerManagedBy(mgr).
 		Named("frienddeletion").
 		For(&snsv1alpha1.FriendDeletion{}, builder.WithPredicates(fdr.wakeups())).
 		Watches(&batchv1.Job{}, fdr.jobEventHandler(mgr)).

@@ -103,8 +103,9 @@ func (r *FriendDeletionReconciler) reconcileVerification(ctx context.Context, fd
 	cl.SetKey(key, secret.ResourceVersion)
 
 	relations := []byte(v.Relations)
-	_, err = imrest.Verify(ctx, cl, fd.Spec.Pairs, relations)
+	calls, err := imrest.Verify(ctx, cl, fd.Spec.Pairs, relations)
 	countRelations(v, relations)
+	r.countVerify(fd, calls, err)
 	var limited *imrest.RateLimitedError
 	switch {
 	case err == nil:
@@ -125,6 +126,30 @@ func (r *FriendDeletionReconciler) reconcileVerification(ctx context.Context, fd
 		return ctrl.Result{}, false, nil
 	}
 	return r.verifyRetry(fd, v, snsv1alpha1.ReasonRetrying, err.Error(), now)
+}
+
+// countVerify adds a verification attempt to the metrics: its calls that
+// were answered, the one that failed, and the pairs once all are answered.
+func (r *FriendDeletionReconciler) countVerify(fd *snsv1alpha1.FriendDeletion, answered int, err error) {
+	m := r.VerifyMetrics
+	if m == nil {
+		return
+	}
+	ns, cfg := fd.Namespace, fd.Spec.ConfigName
+	m.calls.WithLabelValues(ns, cfg, verifyCallOK).Add(float64(answered))
+	var limited *imrest.RateLimitedError
+	switch {
+	case err == nil:
+		v := fd.Status.Verification
+		m.pairs.WithLabelValues(ns, cfg, verifyPairsGone).Add(float64(v.Cleared))
+		m.pairs.WithLabelValues(ns, cfg, verifyPairsFriends).Add(float64(v.Skipped))
+	case errors.As(err, &limited), imrest.IsItemsFailed(err), errors.Is(err, context.Canceled):
+		// No failed call: not sent, or answered with failed items.
+	case imrest.IsAuth(err):
+		m.calls.WithLabelValues(ns, cfg, verifyCallAuth).Inc()
+	default:
+		m.calls.WithLabelValues(ns, cfg, verifyCallError).Inc()
+	}
 }
 
 // verifyRetry records a failed verification attempt and when the next is.
