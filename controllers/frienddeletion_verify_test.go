@@ -207,6 +207,34 @@ func TestVerifyWrongKeyIsAnAuthErrorUntilTheSecretChanges(t *testing.T) {
 	g.Expect(conditionOf(getFD(g, ns, "fd1"), snsv1alpha1.ConditionVerified).Reason).To(Equal(snsv1alpha1.ReasonVerified))
 }
 
+func TestVerifyAuthErrorIsRetriedWhenTheConfigChanges(t *testing.T) {
+	ns := env.Namespace(t)
+	srv := fakeIM(t)
+	srv.SetKey([]byte("the-key-the-im-console-has-now"))
+	startManager(t, ns, testOptions())
+	cfg, secret := verifyingConfig(ns, "app", srv, testAppKey, jobStep("purge"))
+	create(t, secret, cfg, newFriendDeletion(ns, "fd1", "app"))
+
+	g := gt(t)
+	g.Eventually(func(g Gomega) {
+		g.Expect(conditionOf(getFD(g, ns, "fd1"), snsv1alpha1.ConditionVerified).Reason).To(Equal(snsv1alpha1.ReasonVerifyAuthFailed))
+	}).Should(Succeed())
+	// The IM console's key goes back to the one in the Secret: nothing
+	// here changed, so nothing is retried...
+	srv.SetKey([]byte(testAppKey))
+	calls := len(srv.Calls())
+	g.Consistently(func() int { return len(srv.Calls()) }).Should(Equal(calls))
+	g.Expect(jobsOf(g, ns, "fd1")).To(BeEmpty())
+
+	// ...until the config's verify changes (here its rate).
+	g.Eventually(func(g Gomega) {
+		g.Expect(env.Client.Get(t.Context(), client.ObjectKeyFromObject(cfg), cfg)).To(Succeed())
+		cfg.Spec.Verify.RequestsPerSecond = 21
+		g.Expect(env.Client.Update(t.Context(), cfg)).To(Succeed())
+	}).Should(Succeed())
+	getJob(t, ns, "fd1-purge")
+}
+
 func TestVerifyStillFriendsFailPolicyFailsTheDeletion(t *testing.T) {
 	ns := env.Namespace(t)
 	srv := fakeIM(t)

@@ -50,7 +50,8 @@ func startVerification(fd *snsv1alpha1.FriendDeletion, cfg *snsv1alpha1.Callback
 // Sets the Verified condition: False with Verifying, Retrying (a REST
 // failure, an ErrorCode, a pair's ResultCode; retried with backoff),
 // VerifyAuthFailed (the UserSig was refused; waits for the secret key's
-// Secret to change), SecretNotFound or SecretKeyMissing (retried), or
+// Secret or the config to change), SecretNotFound or SecretKeyMissing
+// (waits for the Secret), or
 // StillFriends (the deletion fails); True with Verified, PairsSkipped or
 // NothingToClean (the deletion succeeds without a step).
 func (r *FriendDeletionReconciler) reconcileVerification(ctx context.Context, fd *snsv1alpha1.FriendDeletion, cfg *snsv1alpha1.CallbackConfig) (ctrl.Result, bool, error) {
@@ -81,17 +82,23 @@ func (r *FriendDeletionReconciler) reconcileVerification(ctx context.Context, fd
 	if err != nil {
 		return ctrl.Result{}, false, err
 	}
-	switch reason {
-	case snsv1alpha1.ReasonSecretNotFound:
-		return r.verifyRetry(fd, v, reason, fmt.Sprintf("Secret %q with the app's secret key does not exist", spec.SecretKeyRef.Name), now)
-	case snsv1alpha1.ReasonSecretKeyMissing:
-		return r.verifyRetry(fd, v, reason, fmt.Sprintf("Secret %q has no key %q", spec.SecretKeyRef.Name, spec.SecretKeyRef.Key), now)
-	}
-	if v.SecretResourceVersion != "" {
-		if v.SecretResourceVersion == secret.ResourceVersion {
-			return ctrl.Result{}, false, nil // refused with this key; the Secret's change wakes us
+	if reason != "" {
+		// The Secret's creation or change wakes us (unverifiedOfSecret);
+		// the slow requeue is a safety net.
+		msg := fmt.Sprintf("Secret %q with the app's secret key does not exist.", spec.SecretKeyRef.Name)
+		if reason == snsv1alpha1.ReasonSecretKeyMissing {
+			msg = fmt.Sprintf("Secret %q has no key %q (the app's secret key).", spec.SecretKeyRef.Name, spec.SecretKeyRef.Key)
 		}
-		v.SecretResourceVersion = ""
+		r.setVerified(fd, metav1.ConditionFalse, reason, msg+" Verification waits for it.", now)
+		return ctrl.Result{RequeueAfter: r.Options.VerifyBackoffMax}, false, nil
+	}
+	credentials := fmt.Sprintf("%s/%d", secret.ResourceVersion, cfg.Generation)
+	if v.RefusedCredentials != "" {
+		if v.RefusedCredentials == credentials {
+			// Refused with this key and config; a change of either wakes us.
+			return ctrl.Result{}, false, nil
+		}
+		v.RefusedCredentials = ""
 	}
 	if v.NextAttemptTime != nil && now.Before(v.NextAttemptTime) {
 		return ctrl.Result{RequeueAfter: v.NextAttemptTime.Sub(now.Time)}, false, nil
@@ -119,10 +126,10 @@ func (r *FriendDeletionReconciler) reconcileVerification(ctx context.Context, fd
 	case ctx.Err() != nil:
 		return ctrl.Result{}, false, err
 	case imrest.IsAuth(err):
-		v.SecretResourceVersion = secret.ResourceVersion
+		v.RefusedCredentials = credentials
 		v.NextAttemptTime = nil
 		r.setVerified(fd, metav1.ConditionFalse, snsv1alpha1.ReasonVerifyAuthFailed,
-			fmt.Sprintf("%v. No request is sent until Secret %q changes.", err, spec.SecretKeyRef.Name), now)
+			fmt.Sprintf("%v. No request is sent until Secret %q or the CallbackConfig's verify changes.", err, spec.SecretKeyRef.Name), now)
 		return ctrl.Result{}, false, nil
 	}
 	return r.verifyRetry(fd, v, snsv1alpha1.ReasonRetrying, err.Error(), now)

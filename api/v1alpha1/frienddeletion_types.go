@@ -261,12 +261,13 @@ type Verification struct {
 	// +optional
 	NextAttemptTime *metav1.Time `json:"nextAttemptTime,omitempty"`
 
-	// secretResourceVersion is the resourceVersion of the secret key's
-	// Secret when the IM backend refused the UserSig: no request is sent
-	// again until the Secret changes.
+	// refusedCredentials is set when the IM backend refused the UserSig:
+	// the secret key Secret's resourceVersion and the CallbackConfig's
+	// generation then, as "<resourceVersion>/<generation>". No request is
+	// sent again until either changes.
 	// +optional
-	// +kubebuilder:validation:MaxLength=64
-	SecretResourceVersion string `json:"secretResourceVersion,omitempty"`
+	// +kubebuilder:validation:MaxLength=96
+	RefusedCredentials string `json:"refusedCredentials,omitempty"`
 
 	// completionTime is when every pair got an answer.
 	// +optional
