@@ -12,7 +12,6 @@ import (
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -295,19 +294,4 @@ func TestVerifyConfigWithoutTheSecretRetries(t *testing.T) {
 	g.Expect(srv.Calls()).To(BeEmpty())
 	create(t, secret)
 	getJob(t, ns, "fd1-purge")
-}
-
-func TestVerifyRefusesAnEndpointWithAQuery(t *testing.T) {
-	ns := env.Namespace(t)
-	cfg := newConfig(ns, "app", jobStep("purge"))
-	cfg.Spec.Verify = &snsv1alpha1.Verify{Endpoint: "https://adminapisgp.im.qcloud.com/?usersig=x", Identifier: testAdmin,
-		SecretKeyRef: snsv1alpha1.SecretKeyRef{Name: "k", Key: "k"}}
-	err := env.Client.Create(t.Context(), cfg)
-	gt(t).Expect(apierrors.IsInvalid(err)).To(BeTrue(), "got %v", err)
-	cfg.Spec.Verify.Endpoint = "https://adminapisgp.im.qcloud.com"
-	gt(t).Expect(env.Client.Create(t.Context(), cfg)).To(Succeed())
-	got := &snsv1alpha1.CallbackConfig{}
-	gt(t).Expect(env.Client.Get(t.Context(), client.ObjectKeyFromObject(cfg), got)).To(Succeed())
-	gt(t).Expect(got.Spec.Verify.RequestsPerSecond).To(Equal(int32(20)))
-	gt(t).Expect(got.Spec.Verify.StillFriends).To(Equal(snsv1alpha1.StillFriendsSkip))
 }

@@ -120,6 +120,30 @@ func TestCallbackConfigValidation(t *testing.T) {
 		{"maxClockSkew too large", func(c *snsv1alpha1.CallbackConfig) {
 			c.Spec.Auth.MaxClockSkew = &metav1.Duration{Duration: 2 * time.Hour}
 		}, []string{"spec.auth.maxClockSkew", "maxClockSkew must be between 1s and 1h"}},
+		{"verify endpoint with a query", func(c *snsv1alpha1.CallbackConfig) {
+			c.Spec.Verify = validVerify()
+			c.Spec.Verify.Endpoint = "https://adminapisgp.im.qcloud.com/?sdkappid=1"
+		}, []string{"spec.verify.endpoint", "endpoint must be an absolute http or https URL without a query"}},
+		{"verify endpoint not a URL", func(c *snsv1alpha1.CallbackConfig) {
+			c.Spec.Verify = validVerify()
+			c.Spec.Verify.Endpoint = "adminapisgp.im.qcloud.com"
+		}, []string{"spec.verify.endpoint", "endpoint must be an absolute http or https URL"}},
+		{"verify identifier not a UserID", func(c *snsv1alpha1.CallbackConfig) {
+			c.Spec.Verify = validVerify()
+			c.Spec.Verify.Identifier = "admin@example"
+		}, []string{"spec.verify.identifier", "should match"}},
+		{"verify rate over Tencent's limit", func(c *snsv1alpha1.CallbackConfig) {
+			c.Spec.Verify = validVerify()
+			c.Spec.Verify.RequestsPerSecond = 201
+		}, []string{"spec.verify.requestsPerSecond", "should be less than or equal to 200"}},
+		{"verify unknown stillFriends policy", func(c *snsv1alpha1.CallbackConfig) {
+			c.Spec.Verify = validVerify()
+			c.Spec.Verify.StillFriends = "Ignore"
+		}, []string{"spec.verify.stillFriends", "Unsupported value"}},
+		{"verify without a secret key", func(c *snsv1alpha1.CallbackConfig) {
+			c.Spec.Verify = validVerify()
+			c.Spec.Verify.SecretKeyRef = snsv1alpha1.SecretKeyRef{}
+		}, []string{"spec.verify.secretKeyRef.name"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -129,6 +153,22 @@ func TestCallbackConfigValidation(t *testing.T) {
 			expectInvalid(g, env.Client.Create(t.Context(), c), tc.want...)
 		})
 	}
+}
+
+func validVerify() *snsv1alpha1.Verify {
+	return &snsv1alpha1.Verify{
+		Endpoint: "https://adminapisgp.im.qcloud.com", Identifier: "administrator",
+		SecretKeyRef: snsv1alpha1.SecretKeyRef{Name: "im-app-key", Key: "secretKey"},
+	}
+}
+
+func TestCallbackConfigVerifyDefaults(t *testing.T) {
+	g := NewWithT(t)
+	c := validConfig(env.Namespace(t))
+	c.Spec.Verify = validVerify()
+	g.Expect(env.Client.Create(t.Context(), c)).To(Succeed())
+	g.Expect(c.Spec.Verify.RequestsPerSecond).To(Equal(int32(20)))
+	g.Expect(c.Spec.Verify.StillFriends).To(Equal(snsv1alpha1.StillFriendsSkip))
 }
 
 func TestCallbackConfigDefaults(t *testing.T) {
