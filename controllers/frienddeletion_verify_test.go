@@ -3,6 +3,9 @@ package controllers
 import (
 	"context"
 	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
@@ -65,8 +68,15 @@ func TestVerifyRunsTheJobWithOnlyTheGonePair(t *testing.T) {
 	ns := env.Namespace(t)
 	srv := fakeIM(t)
 	srv.MakeFriends("alice", "bob") // deleted, then added back
+	bodies := make(chan []byte, 4)
+	sink := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		bodies <- b
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	defer sink.Close()
 	startManager(t, ns, testOptions())
-	cfg, secret := verifyingConfig(ns, "app", srv, testAppKey, jobStep("purge"))
+	cfg, secret := verifyingConfig(ns, "app", srv, testAppKey, jobStep("purge"), httpStep("notify", sink.URL, 1))
 	create(t, secret, cfg, newFriendDeletion(ns, "fd1", "app",
 		snsv1alpha1.FriendPair{From: "alice", To: "bob"}, snsv1alpha1.FriendPair{From: "alice", To: "carol"}))
 
@@ -93,6 +103,12 @@ func TestVerifyRunsTheJobWithOnlyTheGonePair(t *testing.T) {
 	fd = waitForPhase(t, ns, "fd1", snsv1alpha1.PhaseSucceeded)
 	g.Expect(conditionOf(fd, "Ready").Reason).To(Equal(snsv1alpha1.ReasonSucceeded))
 	g.Expect(srv.Calls()).To(HaveLen(1), "a verified deletion is not asked about again")
+	// The http step's body holds only the gone pair too.
+	var body struct {
+		Pairs []snsv1alpha1.FriendPair `json:"pairs"`
+	}
+	g.Expect(json.Unmarshal(<-bodies, &body)).To(Succeed())
+	g.Expect(body.Pairs).To(Equal([]snsv1alpha1.FriendPair{{From: "alice", To: "carol"}}))
 }
 
 func TestVerifyAllReAddedEndsNothingToCleanAndRunsNoStep(t *testing.T) {
