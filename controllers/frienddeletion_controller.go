@@ -64,9 +64,10 @@ func deferStatus(ctx context.Context) {
 	}
 }
 
-// Reconcile fixes the step list on first sight, runs the steps in order,
-// writes the summary, and deletes the FriendDeletion once its retention has
-// passed. It needs no finalizer: everything it creates is owned by the
+// Reconcile fixes the step list on first sight, verifies the pairs with
+// the IM backend when the config asks for it (verify.go), runs the steps in
+// order, writes the summary, and deletes the FriendDeletion once its
+// retention has passed. It needs no finalizer: everything it creates is owned by the
 // FriendDeletion and goes with it.
 func (r *FriendDeletionReconciler) Reconcile(ctx context.Context, req ctrl.Request) (result ctrl.Result, retErr error) {
 	fd := &snsv1alpha1.FriendDeletion{}
