@@ -63,6 +63,9 @@ func (r *FriendDeletionReconciler) reconcileVerification(ctx context.Context, fd
 	if cfg == nil || cfg.Spec.Verify == nil {
 		// Without a config the steps fail (ConfigNotFound); without
 		// spec.verify, the config no longer asks for verification.
+		if cfg == nil {
+			r.imClients().forget(types.NamespacedName{Namespace: fd.Namespace, Name: fd.Spec.ConfigName})
+		}
 		fd.Status.Verification = nil
 		msg := fmt.Sprintf("CallbackConfig %q no longer verifies pairs; all %d pairs go to the cleanup steps.", fd.Spec.ConfigName, len(fd.Spec.Pairs))
 		if cfg == nil {
@@ -317,6 +320,13 @@ func (s *imClientSet) get(ns string, cfg *snsv1alpha1.CallbackConfig, o Options)
 	})
 	s.clients[key] = &imClientEntry{spec: spec, appID: cfg.Spec.SDKAppID, client: c}
 	return c, nil
+}
+
+// forget drops the client of a config that is gone.
+func (s *imClientSet) forget(key types.NamespacedName) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.clients, key)
 }
 
 // unverifiedOfSecret maps a Secret to the FriendDeletions waiting for
