@@ -35,7 +35,8 @@ type CallbackConfigReconciler struct {
 }
 
 // Reconcile computes webhookPath and the Ready condition from the token
-// Secret and spec.suspend, and patches them.
+// Secret and spec.suspend, and VerifyReady from spec.verify's secret key
+// Secret, and patches them.
 func (r *CallbackConfigReconciler) Reconcile(ctx context.Context, req ctrl.Request) (result ctrl.Result, retErr error) {
 	cfg := &snsv1alpha1.CallbackConfig{}
 	if err := r.Get(ctx, req.NamespacedName, cfg); err != nil {
@@ -56,9 +57,57 @@ func (r *CallbackConfigReconciler) Reconcile(ctx context.Context, req ctrl.Reque
 	if err != nil {
 		return ctrl.Result{}, err
 	}
-	meta.SetStatusCondition(&cfg.Status.Conditions, configReadyCondition(cfg, secret, metav1.NewTime(r.Options.Clock.Now())))
+	now := metav1.NewTime(r.Options.Clock.Now())
+	meta.SetStatusCondition(&cfg.Status.Conditions, configReadyCondition(cfg, secret, now))
+	if cfg.Spec.Verify == nil {
+		meta.RemoveStatusCondition(&cfg.Status.Conditions, snsv1alpha1.ConditionVerifyReady)
+	} else {
+		key, err := r.verifyKeySecret(ctx, cfg)
+		if err != nil {
+			return ctrl.Result{}, err
+		}
+		meta.SetStatusCondition(&cfg.Status.Conditions, verifyReadyCondition(cfg, key, now))
+	}
 	cfg.Status.ObservedGeneration = cfg.Generation
 	return ctrl.Result{}, nil
+}
+
+// verifyKeySecret reads the secret key Secret of spec.verify, or returns
+// nil when it does not exist.
+func (r *CallbackConfigReconciler) verifyKeySecret(ctx context.Context, cfg *snsv1alpha1.CallbackConfig) (*corev1.Secret, error) {
+	s := &corev1.Secret{}
+	name := cfg.Spec.Verify.SecretKeyRef.Name
+	err := r.APIReader.Get(ctx, types.NamespacedName{Namespace: cfg.Namespace, Name: name}, s)
+	switch {
+	case apierrors.IsNotFound(err):
+		return nil, nil
+	case err != nil:
+		return nil, fmt.Errorf("reading secret key Secret %q: %w", name, err)
+	}
+	return s, nil
+}
+
+// verifyReadyCondition is a verifying CallbackConfig's VerifyReady
+// condition: whether its secret key Secret (nil: missing) holds the key.
+// Deletions wait for it; it does not stop callbacks being accepted.
+func verifyReadyCondition(cfg *snsv1alpha1.CallbackConfig, secret *corev1.Secret, now metav1.Time) metav1.Condition {
+	ref := cfg.Spec.Verify.SecretKeyRef
+	c := metav1.Condition{
+		Type: snsv1alpha1.ConditionVerifyReady, Status: metav1.ConditionFalse,
+		ObservedGeneration: cfg.Generation, LastTransitionTime: now,
+	}
+	switch {
+	case secret == nil:
+		c.Reason = snsv1alpha1.ReasonSecretNotFound
+		c.Message = fmt.Sprintf("Secret %q does not exist in namespace %s; create it with the app's secret key under key %q. FriendDeletions wait for it before their steps.", ref.Name, cfg.Namespace, ref.Key)
+	case len(secret.Data[ref.Key]) == 0:
+		c.Reason = snsv1alpha1.ReasonSecretKeyMissing
+		c.Message = fmt.Sprintf("Secret %q has no key %q; add the app's secret key under that key. FriendDeletions wait for it before their steps.", ref.Name, ref.Key)
+	default:
+		c.Status, c.Reason = metav1.ConditionTrue, snsv1alpha1.ReasonSecretKeyFound
+		c.Message = fmt.Sprintf("Verifying pairs with %s as %s before any cleanup step.", cfg.Spec.Verify.Endpoint, cfg.Spec.Verify.Identifier)
+	}
+	return c
 }
 
 // WebhookPath is the receiver path of a CallbackConfig.

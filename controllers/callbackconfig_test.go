@@ -154,3 +154,49 @@ func TestStepsFixedAtFirstReconcile(t *testing.T) {
 	g.Expect(conditionOf(fd, "step.sns.imcallback.io/audit").Reason).To(Equal(snsv1alpha1.ReasonStepRemoved))
 	g.Expect(conditionOf(fd, "step.sns.imcallback.io/added").Type).To(BeEmpty())
 }
+
+func TestCallbackConfigVerifyReadyFollowsTheSecretKeySecret(t *testing.T) {
+	ns := env.Namespace(t)
+	startManager(t, ns, testOptions())
+	cfg := newConfig(ns, "app", jobStep("purge"))
+	cfg.Spec.Verify = &snsv1alpha1.Verify{Endpoint: "https://adminapisgp.im.qcloud.com", Identifier: "administrator",
+		SecretKeyRef: snsv1alpha1.SecretKeyRef{Name: "im-app-key", Key: "secretKey"}}
+	create(t, cfg)
+	g := gt(t)
+	waitVerifyReady := func(status metav1.ConditionStatus, reason string) {
+		t.Helper()
+		g.Eventually(func(g Gomega) {
+			c := getConfig(g, ns, "app")
+			var vr metav1.Condition
+			for _, cond := range c.Status.Conditions {
+				if cond.Type == snsv1alpha1.ConditionVerifyReady {
+					vr = cond
+				}
+			}
+			g.Expect(vr).To(SatisfyAll(HaveField("Status", status), HaveField("Reason", reason)))
+			// Callbacks are accepted meanwhile: deletions wait, none is lost.
+			g.Expect(readyOf(c).Status).To(Equal(metav1.ConditionTrue))
+		}).Should(Succeed())
+	}
+	waitVerifyReady(metav1.ConditionFalse, snsv1alpha1.ReasonSecretNotFound)
+
+	secret := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "im-app-key"}, StringData: map[string]string{"other": "x"}}
+	create(t, secret)
+	waitVerifyReady(metav1.ConditionFalse, snsv1alpha1.ReasonSecretKeyMissing)
+
+	secret.StringData = map[string]string{"secretKey": "the-app-key"}
+	g.Expect(env.Client.Update(t.Context(), secret)).To(Succeed())
+	waitVerifyReady(metav1.ConditionTrue, snsv1alpha1.ReasonSecretKeyFound)
+
+	// Without spec.verify, no VerifyReady.
+	g.Eventually(func(g Gomega) {
+		c := getConfig(g, ns, "app")
+		c.Spec.Verify = nil
+		g.Expect(env.Client.Update(t.Context(), c)).To(Succeed())
+	}).Should(Succeed())
+	g.Eventually(func(g Gomega) {
+		c := getConfig(g, ns, "app")
+		g.Expect(c.Status.ObservedGeneration).To(Equal(c.Generation))
+		g.Expect(c.Status.Conditions).NotTo(ContainElement(HaveField("Type", snsv1alpha1.ConditionVerifyReady)))
+	}).Should(Succeed())
+}

@@ -181,16 +181,23 @@ func (r *FriendDeletionReconciler) unfinishedOfConfig(ctx context.Context, o cli
 	return reqs
 }
 
-// configsOfSecret maps a Secret to the CallbackConfigs whose token it holds.
+// configsOfSecret maps a Secret to the CallbackConfigs whose token or
+// secret key (spec.verify) it holds.
 func (r *CallbackConfigReconciler) configsOfSecret(ctx context.Context, o client.Object) []reconcile.Request {
-	var list snsv1alpha1.CallbackConfigList
-	if err := r.List(ctx, &list, client.InNamespace(o.GetNamespace()), client.MatchingFields{indexTokenSecret: o.GetName()}); err != nil {
-		ctrl.LoggerFrom(ctx).Error(err, "listing CallbackConfigs of a Secret", "secret", o.GetName())
-		return nil
-	}
-	reqs := make([]reconcile.Request, 0, len(list.Items))
-	for _, c := range list.Items {
-		reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&c)})
+	var reqs []reconcile.Request
+	seen := map[string]bool{}
+	for _, index := range []string{indexTokenSecret, indexVerifySecret} {
+		var list snsv1alpha1.CallbackConfigList
+		if err := r.List(ctx, &list, client.InNamespace(o.GetNamespace()), client.MatchingFields{index: o.GetName()}); err != nil {
+			ctrl.LoggerFrom(ctx).Error(err, "listing CallbackConfigs of a Secret", "secret", o.GetName())
+			return nil
+		}
+		for _, c := range list.Items {
+			if !seen[c.Name] {
+				seen[c.Name] = true
+				reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&c)})
+			}
+		}
 	}
 	return reqs
 }

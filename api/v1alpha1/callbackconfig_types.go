@@ -325,7 +325,8 @@ type CallbackConfigStatus struct {
 	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
 
 	// conditions holds Ready: true when the config can accept callbacks;
-	// and, while callbacks for this config wait in a receiver replica's
+	// VerifyReady, with spec.verify: true when its secret key Secret holds
+	// the key; and, while callbacks for this config wait in a receiver replica's
 	// spool for the API server, spool.sns.imcallback.io/<replica> with
 	// reason CallbacksSpooled.
 	// +optional

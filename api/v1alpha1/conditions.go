@@ -33,6 +33,11 @@ const (
 	// verification waits, retries or was refused.
 	ConditionVerified = "Verified"
 
+	// ConditionVerifyReady, on a CallbackConfig with spec.verify, is True
+	// when the secret key Secret holds the key (whether the IM backend
+	// accepts it shows on each FriendDeletion's Verified condition).
+	ConditionVerifyReady = "VerifyReady"
+
 	// StepConditionPrefix starts the type of each FriendDeletion step's
 	// condition: step.sns.imcallback.io/<step name>.
 	StepConditionPrefix = "step.sns.imcallback.io/"
@@ -81,6 +86,9 @@ const (
 	ReasonDeadlineExceeded = "DeadlineExceeded"
 	// ReasonConfigNotFound: the FriendDeletion's CallbackConfig is gone.
 	ReasonConfigNotFound = "ConfigNotFound"
+	// ReasonSecretKeyFound: the secret key Secret of spec.verify holds
+	// the key.
+	ReasonSecretKeyFound = "SecretKeyFound"
 	// ReasonVerifying: the pairs are being checked with the IM backend.
 	ReasonVerifying = "Verifying"
 	// ReasonVerified: every pair was checked and none is a friendship.
