@@ -43,6 +43,9 @@ type FriendDeletionReconciler struct {
 
 	sweepsOnce sync.Once
 	sweeps     *countSweeps // count retention sweeps; see reconcileCountRetention
+
+	batchOnce sync.Once
+	batches   *batchState // batches being formed; see joinBatch
 }
 
 // deferStatus is set in a reconcile's context by a step that wants the
@@ -69,6 +72,7 @@ func (r *FriendDeletionReconciler) Reconcile(ctx context.Context, req ctrl.Reque
 		if apierrors.IsNotFound(err) {
 			r.ownWrites().forget(req.NamespacedName)
 			r.jobDeletions().forget(req.NamespacedName)
+			r.batchState().forget(req.NamespacedName)
 		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
@@ -88,7 +92,9 @@ func (r *FriendDeletionReconciler) Reconcile(ctx context.Context, req ctrl.Reque
 		if retErr == nil && !deferred {
 			// Only what the API server has recorded counts: the
 			// patcher's base, not what this reconcile meant to write.
-			retErr = r.deleteFinishedJobs(ctx, patcher.base, cfg, cfgKnown)
+			var res ctrl.Result
+			res, retErr = r.deleteFinishedJobs(ctx, patcher.base, cfg, cfgKnown)
+			result = minResult(result, res)
 		}
 	}()
 

@@ -13,7 +13,6 @@ import (
 
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/selection"
 	"k8s.io/apimachinery/pkg/types"
@@ -63,6 +62,19 @@ func SetupWithManager(mgr ctrl.Manager, opts Options) error {
 		return []string{o.(*snsv1alpha1.FriendDeletion).Spec.ConfigName}
 	}); err != nil {
 		return fmt.Errorf("indexing FriendDeletions by config: %w", err)
+	}
+	if err := mgr.GetFieldIndexer().IndexField(ctx, &snsv1alpha1.FriendDeletion{}, indexBatchCandidate, func(o client.Object) []string {
+		if k := batchCandidateKey(o.(*snsv1alpha1.FriendDeletion)); k != "" {
+			return []string{k}
+		}
+		return nil
+	}); err != nil {
+		return fmt.Errorf("indexing FriendDeletions by the step they are ready for: %w", err)
+	}
+	if err := mgr.GetFieldIndexer().IndexField(ctx, &snsv1alpha1.FriendDeletion{}, indexRunningJob, func(o client.Object) []string {
+		return runningJobs(o.(*snsv1alpha1.FriendDeletion))
+	}); err != nil {
+		return fmt.Errorf("indexing FriendDeletions by their running Jobs: %w", err)
 	}
 	if err := mgr.GetFieldIndexer().IndexField(ctx, &snsv1alpha1.CallbackConfig{}, indexTokenSecret, func(o client.Object) []string {
 		if a := o.(*snsv1alpha1.CallbackConfig).Spec.Auth; a != nil {
@@ -193,7 +205,8 @@ func slimConfigMap(obj any) (any, error) {
 	return obj, nil
 }
 
-// jobEventHandler enqueues the FriendDeletion that controls a Job when
+// jobEventHandler enqueues the FriendDeletions that own a Job (the one it
+// is for, or every member of a batch Job) when
 // what the Job tells the step changes (jobStepStatus: a pod failed, the Job
 // completed or failed) and when the Job is deleted. A Job's creation is no
 // news unless the Job is first seen finished or with a failed pod (after a
@@ -205,7 +218,9 @@ func slimConfigMap(obj any) (any, error) {
 // the reconcile fails the step instead of creating the Job again; the
 // reconciler's own deletions of finished Jobs wake nothing.
 func (r *FriendDeletionReconciler) jobEventHandler(mgr ctrl.Manager) handler.EventHandler {
-	owner := handler.EnqueueRequestForOwner(mgr.GetScheme(), mgr.GetRESTMapper(), &snsv1alpha1.FriendDeletion{}, handler.OnlyControllerOwner())
+	// Every FriendDeletion owner: the one a Job is for, or every member of
+	// a batch Job.
+	owner := handler.EnqueueRequestForOwner(mgr.GetScheme(), mgr.GetRESTMapper(), &snsv1alpha1.FriendDeletion{})
 	return handler.Funcs{
 		CreateFunc: func(ctx context.Context, e ctrlevent.CreateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
 			// A Job first seen with news already (a relist after a watch
@@ -226,8 +241,10 @@ func (r *FriendDeletionReconciler) jobEventHandler(mgr ctrl.Manager) handler.Eve
 			if _, ours := r.ourDeletions.LoadAndDelete(e.Object.GetUID()); ours {
 				return // a finished Job deleted once its outcome was recorded
 			}
-			if ref := metav1.GetControllerOf(e.Object); ref != nil && ref.Kind == "FriendDeletion" {
-				r.jobDeletions().note(types.NamespacedName{Namespace: e.Object.GetNamespace(), Name: ref.Name}, e.Object.GetName())
+			for _, ref := range e.Object.GetOwnerReferences() {
+				if ref.Kind == "FriendDeletion" {
+					r.jobDeletions().note(types.NamespacedName{Namespace: e.Object.GetNamespace(), Name: ref.Name}, e.Object.GetName())
+				}
 			}
 			owner.Delete(ctx, e, q)
 		},
@@ -265,6 +282,7 @@ func (r *FriendDeletionReconciler) wakeups() predicate.Predicate {
 			key := client.ObjectKeyFromObject(e.Object)
 			r.ownWrites().forget(key)
 			r.jobDeletions().forget(key)
+			r.batchState().forget(key)
 			return false // nothing is left to do for a deleted FriendDeletion
 		},
 	}
