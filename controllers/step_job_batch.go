@@ -150,8 +150,8 @@ func limitsOf(b *snsv1alpha1.JobBatch) batchLimits {
 // first candidate of a batch always fits, so one with more pairs than
 // maxPairs is a batch alone. It returns the batch holding the candidate
 // named self (nil when there is none) and how long until that batch forms:
-// 0 when it is full (it reached maxDeletions, or the next candidate did not
-// fit) or its first member has waited maxWait.
+// 0 when it is full (it reached maxDeletions or maxPairs, or the next
+// candidate did not fit) or its first member has waited maxWait.
 func planBatch(cands []batchCandidate, self string, lim batchLimits, now time.Time) ([]batchCandidate, time.Duration) {
 	slices.SortFunc(cands, func(a, b batchCandidate) int {
 		if c := a.readyAt.Compare(b.readyAt); c != 0 {
@@ -172,7 +172,7 @@ func planBatch(cands []batchCandidate, self string, lim batchLimits, now time.Ti
 			start = end
 			continue
 		}
-		if end-start >= lim.maxDeletions || end < len(cands) {
+		if end-start >= lim.maxDeletions || pairs >= lim.maxPairs || end < len(cands) {
 			return batch, 0
 		}
 		return batch, max(0, batch[0].readyAt.Add(lim.maxWait).Sub(now))
