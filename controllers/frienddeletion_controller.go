@@ -14,6 +14,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	ctrlevent "sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/recorder"
 
 	snsv1alpha1 "github.com/imcallback/friend-deletion-operator/api/v1alpha1"
@@ -46,6 +47,9 @@ type FriendDeletionReconciler struct {
 
 	batchOnce sync.Once
 	batches   *batchState // batches being formed; see joinBatch
+	// wake asks for reconciles of FriendDeletions whose batch another's
+	// reconcile found due; see wakeUp.
+	wake chan ctrlevent.GenericEvent
 }
 
 // deferStatus is set in a reconcile's context by a step that wants the

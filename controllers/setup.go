@@ -26,6 +26,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	snsv1alpha1 "github.com/imcallback/friend-deletion-operator/api/v1alpha1"
 )
@@ -91,11 +92,13 @@ func SetupWithManager(mgr ctrl.Manager, opts Options) error {
 		Recorder:  mgr.GetEventRecorder("frienddeletion-controller"),
 		HTTP:      newHTTPClient(opts),
 		Options:   opts,
+		wake:      make(chan ctrlevent.GenericEvent, 1024),
 	}
 	err := ctrl.NewControllerManagedBy(mgr).
 		Named("frienddeletion").
 		For(&snsv1alpha1.FriendDeletion{}, builder.WithPredicates(fdr.wakeups())).
 		Watches(&batchv1.Job{}, fdr.jobEventHandler(mgr)).
+		WatchesRawSource(source.Channel(fdr.wake, &handler.EnqueueRequestForObject{})).
 		Watches(&snsv1alpha1.CallbackConfig{},
 			handler.EnqueueRequestsFromMapFunc(fdr.unfinishedOfConfig),
 			builder.WithPredicates(predicate.GenerationChangedPredicate{})).

@@ -22,6 +22,7 @@ import (
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	ctrlevent "sigs.k8s.io/controller-runtime/pkg/event"
 
 	snsv1alpha1 "github.com/imcallback/friend-deletion-operator/api/v1alpha1"
 	"github.com/imcallback/friend-deletion-operator/controllers/internal/stepstatus"
@@ -144,21 +145,28 @@ func limitsOf(b *snsv1alpha1.JobBatch) batchLimits {
 	return l
 }
 
-// planBatch splits the candidates, in the order they became ready (then by
-// name), into batches: each takes the next candidates while it has fewer
-// than maxDeletions and the next one fits in maxPairs and maxBytes; the
-// first candidate of a batch always fits, so one with more pairs than
-// maxPairs is a batch alone. It returns the batch holding the candidate
-// named self (nil when there is none) and how long until that batch forms:
-// 0 when it is full (it reached maxDeletions or maxPairs, or the next
-// candidate did not fit) or its first member has waited maxWait.
-func planBatch(cands []batchCandidate, self string, lim batchLimits, now time.Time) ([]batchCandidate, time.Duration) {
+// plannedBatch is one batch of a plan, and how long until it forms.
+type plannedBatch struct {
+	members []batchCandidate
+	wait    time.Duration
+}
+
+// planBatches splits the candidates, in the order they became ready (then
+// by name), into batches: each takes the next candidates while it has
+// fewer than maxDeletions and the next one fits in maxPairs and maxBytes;
+// the first candidate of a batch always fits, so one with more pairs than
+// maxPairs is a batch alone. A batch forms at once (wait 0) when it is
+// full (it reached maxDeletions or maxPairs, or the next candidate did not
+// fit) or its first member has waited maxWait; otherwise wait is how long
+// until then.
+func planBatches(cands []batchCandidate, lim batchLimits, now time.Time) []plannedBatch {
 	slices.SortFunc(cands, func(a, b batchCandidate) int {
 		if c := a.readyAt.Compare(b.readyAt); c != 0 {
 			return c
 		}
 		return strings.Compare(a.name, b.name)
 	})
+	var out []plannedBatch
 	for start := 0; start < len(cands); {
 		end, pairs, size := start+1, cands[start].pairs, cands[start].bytes
 		for end < len(cands) && end-start < lim.maxDeletions &&
@@ -167,17 +175,40 @@ func planBatch(cands []batchCandidate, self string, lim batchLimits, now time.Ti
 			size += cands[end].bytes
 			end++
 		}
-		batch := cands[start:end]
-		if !slices.ContainsFunc(batch, func(c batchCandidate) bool { return c.name == self }) {
-			start = end
-			continue
+		b := plannedBatch{members: cands[start:end]}
+		if end-start < lim.maxDeletions && pairs < lim.maxPairs && end == len(cands) {
+			b.wait = max(0, cands[start].readyAt.Add(lim.maxWait).Sub(now))
 		}
-		if end-start >= lim.maxDeletions || pairs >= lim.maxPairs || end < len(cands) {
-			return batch, 0
+		out = append(out, b)
+		start = end
+	}
+	return out
+}
+
+// planBatch is the batch of planBatches holding the candidate named self
+// (nil when there is none) and how long until it forms.
+func planBatch(cands []batchCandidate, self string, lim batchLimits, now time.Time) ([]batchCandidate, time.Duration) {
+	for _, b := range planBatches(cands, lim, now) {
+		if slices.ContainsFunc(b.members, func(c batchCandidate) bool { return c.name == self }) {
+			return b.members, b.wait
 		}
-		return batch, max(0, batch[0].readyAt.Add(lim.maxWait).Sub(now))
 	}
 	return nil, 0
+}
+
+// wakeUp asks for a reconcile of the named FriendDeletion, unless as many
+// are asked for already (each batch member also wakes when its own wait
+// ends).
+func (r *FriendDeletionReconciler) wakeUp(ns, name string) {
+	if r.wake == nil {
+		return
+	}
+	fd := &snsv1alpha1.FriendDeletion{}
+	fd.Namespace, fd.Name = ns, name
+	select {
+	case r.wake <- ctrlevent.GenericEvent{Object: fd}:
+	default:
+	}
 }
 
 // readySince is when the FriendDeletion became ready for the step: when the
@@ -258,7 +289,22 @@ func (r *FriendDeletionReconciler) joinBatch(ctx context.Context, p *statusPatch
 	for _, c := range cands {
 		infos = append(infos, batchCandidate{name: c.Name, readyAt: readySince(c, st.Name), pairs: len(stepPairs(c)), bytes: batchFileBytes(c)})
 	}
-	batch, wait := planBatch(infos, fd.Name, limitsOf(spec.Batch), r.Options.Clock.Now())
+	byName := make(map[string]*snsv1alpha1.FriendDeletion, len(cands))
+	for _, c := range cands {
+		byName[c.Name] = c
+	}
+	var batch []batchCandidate
+	var wait time.Duration
+	for _, b := range planBatches(infos, limitsOf(spec.Batch), r.Options.Clock.Now()) {
+		switch {
+		case slices.ContainsFunc(b.members, func(c batchCandidate) bool { return c.name == fd.Name }):
+			batch, wait = b.members, b.wait
+		case b.wait == 0:
+			// Another batch is due, perhaps closed by this FriendDeletion
+			// not fitting in it: it forms now, not when its wait ends.
+			r.formOtherBatch(ctx, p, fd, cfg, spec, st.Name, b.members, byName)
+		}
+	}
 	if len(batch) == 0 {
 		return ctrl.Result{RequeueAfter: r.conflictDelay()}, nil
 	}
@@ -271,38 +317,14 @@ func (r *FriendDeletionReconciler) joinBatch(ctx context.Context, p *statusPatch
 		return ctrl.Result{RequeueAfter: wait}, nil
 	}
 
-	byName := make(map[string]*snsv1alpha1.FriendDeletion, len(cands))
-	for _, c := range cands {
-		byName[c.Name] = c
-	}
 	name := jobName(batch[0].name, st.Name)
-	var members []*snsv1alpha1.FriendDeletion
-	for i, b := range batch {
-		m := byName[b.name]
-		joined, err := r.recordMembership(ctx, p, fd, m, cfg, st.Name, name)
-		switch {
-		case err != nil && i == 0:
-			return ctrl.Result{}, err
-		case err != nil:
-			ctrl.LoggerFrom(ctx).Info("a FriendDeletion could not join a batch; it waits for the next", "member", m.Name, "job", name, "error", err.Error())
-		case !joined && i == 0:
-			// The first member changed since it was read: plan again.
-			if len(p.base.Status.Steps) == 0 {
-				deferStatus(ctx)
-			}
-			return ctrl.Result{RequeueAfter: r.conflictDelay()}, nil
-		case joined:
-			members = append(members, m)
+	members, err := r.writeMembers(ctx, p, fd, cfg, st.Name, name, batch, byName)
+	if err != nil || len(members) == 0 {
+		if err == nil && len(p.base.Status.Steps) == 0 {
+			deferStatus(ctx) // plan again, from newer objects
 		}
+		return ctrl.Result{RequeueAfter: r.conflictDelay()}, err
 	}
-	jobKey := fd.Namespace + "/" + name
-	bs.mu.Lock()
-	for _, m := range members {
-		bs.joined[client.ObjectKeyFromObject(m)] = name
-		bs.members[jobKey] = append(bs.members[jobKey], m.Name)
-	}
-	bs.mu.Unlock()
-	ctrl.LoggerFrom(ctx).V(1).Info("formed a batch", "job", name, "members", len(members))
 	if !slices.Contains(members, fd) {
 		// This FriendDeletion's own write was refused: again, from the
 		// newer object; the members it wrote get their Job now.
@@ -315,6 +337,59 @@ func (r *FriendDeletionReconciler) joinBatch(ctx context.Context, p *statusPatch
 	}
 	st = stepstatus.Find(fd, st.Name) // the write replaced fd's status
 	return r.finishBatchCreate(ctx, fd, st, spec.Job, name, members)
+}
+
+// writeMembers writes each member of a planned batch Running with the
+// batch Job's name, the first member first, and returns those whose write
+// went through; none when the first member's was refused.
+func (r *FriendDeletionReconciler) writeMembers(ctx context.Context, p *statusPatcher, fd *snsv1alpha1.FriendDeletion, cfg *snsv1alpha1.CallbackConfig, step, name string, batch []batchCandidate, byName map[string]*snsv1alpha1.FriendDeletion) ([]*snsv1alpha1.FriendDeletion, error) {
+	var members []*snsv1alpha1.FriendDeletion
+	for i, b := range batch {
+		m := byName[b.name]
+		joined, err := r.recordMembership(ctx, p, fd, m, cfg, step, name)
+		switch {
+		case err != nil && i == 0:
+			return nil, err
+		case err != nil:
+			ctrl.LoggerFrom(ctx).Info("a FriendDeletion could not join a batch; it waits for the next", "member", m.Name, "job", name, "error", err.Error())
+		case !joined && i == 0:
+			return nil, nil // the first member changed since it was read
+		case joined:
+			members = append(members, m)
+		}
+	}
+	bs := r.batchState()
+	bs.mu.Lock()
+	for _, m := range members {
+		bs.joined[client.ObjectKeyFromObject(m)] = name
+		bs.members[fd.Namespace+"/"+name] = append(bs.members[fd.Namespace+"/"+name], m.Name)
+	}
+	bs.mu.Unlock()
+	ctrl.LoggerFrom(ctx).V(1).Info("formed a batch", "job", name, "members", len(members))
+	return members, nil
+}
+
+// formOtherBatch forms a due batch that fd is not in. A Job that could not
+// be created is left to its first member's reconcile (recreateBatchJob),
+// which it wakes; one refused for good fails every member's step.
+func (r *FriendDeletionReconciler) formOtherBatch(ctx context.Context, p *statusPatcher, fd *snsv1alpha1.FriendDeletion, cfg *snsv1alpha1.CallbackConfig, spec *snsv1alpha1.CleanupStep, step string, batch []batchCandidate, byName map[string]*snsv1alpha1.FriendDeletion) {
+	log := ctrl.LoggerFrom(ctx)
+	name := jobName(batch[0].name, step)
+	members, err := r.writeMembers(ctx, p, fd, cfg, step, name, batch, byName)
+	if err != nil || len(members) == 0 {
+		r.wakeUp(fd.Namespace, batch[0].name) // it plans again
+		return
+	}
+	_, err = r.createBatchJob(ctx, fd.Namespace, step, spec.Job, name, members)
+	switch {
+	case isPermanent(err):
+		if err := r.failMembers(ctx, members, nil, step, err); err != nil {
+			log.Error(err, "failing the members of a batch Job refused for good", "job", name)
+		}
+	case err != nil:
+		log.Info("creating a batch Job failed; its first member tries again", "job", name, "error", err.Error())
+		r.wakeUp(fd.Namespace, members[0].Name)
+	}
 }
 
 // finishBatchCreate creates the batch Job for the members (fd among them)
