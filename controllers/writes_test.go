@@ -127,7 +127,7 @@ func TestWritesPerDeletion(t *testing.T) {
 	counter := &writeCounter{counts: map[string]int{}}
 	startManagerOn(t, counter.wrap(env.Config), ns, testOptions())
 	cfg := newConfig(ns, "app", jobStep("purge"), httpStep("notify", sink.URL, 3))
-	cfg.Spec.Retention.Succeeded = &metav1.Duration{Duration: 2 * time.Second}
+	cfg.Spec.Retention.Succeeded = &metav1.Duration{Duration: 0}
 	create(t, cfg)
 	for i := range n {
 		create(t, newFriendDeletion(ns, fmt.Sprintf("fd%d", i), "app"))
