@@ -35,7 +35,8 @@ import (
 // (`make manifests`, paths=./controllers/...). The callback receiver's are
 // generated apart, from webhook/. frienddeletions/finalizers update is what
 // OwnerReferencesPermissionEnforcement asks of a controller reference on a
-// Job or ConfigMap; status is only ever patched.
+// Job or ConfigMap; status is only ever patched. A batch Job's pairs
+// ConfigMap is deleted with the finished Job.
 //
 // +kubebuilder:rbac:groups=sns.imcallback.io,resources=frienddeletions,verbs=get;list;watch;delete
 // +kubebuilder:rbac:groups=sns.imcallback.io,resources=frienddeletions/status,verbs=patch
@@ -43,7 +44,7 @@ import (
 // +kubebuilder:rbac:groups=sns.imcallback.io,resources=callbackconfigs,verbs=get;list;watch
 // +kubebuilder:rbac:groups=sns.imcallback.io,resources=callbackconfigs/status,verbs=patch
 // +kubebuilder:rbac:groups=batch,resources=jobs,verbs=get;list;watch;create;delete
-// +kubebuilder:rbac:groups="",resources=configmaps,verbs=get;list;watch;create
+// +kubebuilder:rbac:groups="",resources=configmaps,verbs=get;list;watch;create;delete
 // +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 

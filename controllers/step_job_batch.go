@@ -280,6 +280,11 @@ func (r *FriendDeletionReconciler) joinBatch(ctx context.Context, p *statusPatch
 	}
 	unlock := bs.lock(fd.Namespace, fd.Spec.ConfigName, st.Name)
 	defer unlock()
+	if _, ok := bs.joinedTo(key); ok {
+		// Written into a batch while this reconcile waited for the lock.
+		deferStatus(ctx)
+		return ctrl.Result{RequeueAfter: r.conflictDelay()}, nil
+	}
 
 	cands, err := r.batchCandidates(ctx, fd, cfg, st.Name)
 	if err != nil {
@@ -607,7 +612,7 @@ func (r *FriendDeletionReconciler) createBatchJob(ctx context.Context, ns, step 
 		owners: owners,
 	})
 	err = r.Create(ctx, job)
-	if err == nil || apierrors.IsAlreadyExists(err) {
+	if err == nil || apierrors.IsAlreadyExists(err) || isPermanent(err) {
 		bs := r.batchState()
 		bs.mu.Lock()
 		delete(bs.members, ns+"/"+name)
