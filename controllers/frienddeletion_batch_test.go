@@ -357,3 +357,36 @@ func TestBatchMemberLeftOutJoinsAnotherBatch(t *testing.T) {
 	}).Should(Succeed())
 	g.Expect(strings.Join(ownerNames(ptr.To(batchJobs(g, ns)["fd1-purge"])), ",")).To(Equal("fd1,fd2"))
 }
+
+// TestBatchPairsConfigMap: a batch pairs file over InlinePairsLimit comes
+// from a ConfigMap owned by the members, deleted with the finished Job.
+func TestBatchPairsConfigMap(t *testing.T) {
+	ns := env.Namespace(t)
+	startManager(t, ns, testOptions())
+	create(t, newConfig(ns, "app", batchJobStep("purge", 3, 0, 10*time.Minute)))
+	for _, n := range []string{"fd1", "fd2", "fd3"} {
+		create(t, newFriendDeletion(ns, n, "app", pairs(40, "someone_with_a_long_account_id_"+n)...))
+	}
+	job := getJob(t, ns, "fd1-purge")
+	g := gt(t)
+	g.Expect(job.Spec.Template.Annotations).NotTo(HaveKey(PairsAnnotation))
+	g.Expect(job.Spec.Template.Spec.Volumes).To(ContainElement(HaveField("VolumeSource.ConfigMap.Name", "fd1-purge-pairs")))
+	cm := &corev1.ConfigMap{}
+	g.Expect(env.Client.Get(t.Context(), nsName(ns, "fd1-purge-pairs"), cm)).To(Succeed())
+	g.Expect(len(cm.Data[PairsKey])).To(BeNumerically(">", InlinePairsLimit))
+	g.Expect(cm.OwnerReferences).To(HaveLen(3))
+	f := batchFileOf(g, job)
+	g.Expect(f.Deletions).To(Equal([]string{"fd1", "fd2", "fd3"}))
+	g.Expect(f.Pairs).To(HaveLen(120))
+
+	setJobStatus(t, job, "complete")
+	for _, n := range []string{"fd1", "fd2", "fd3"} {
+		waitForPhase(t, ns, n, snsv1alpha1.PhaseSucceeded)
+	}
+	g.Eventually(func(g Gomega) {
+		g.Expect(batchJobs(g, ns)).To(BeEmpty())
+		var cms corev1.ConfigMapList
+		g.Expect(env.Client.List(t.Context(), &cms, client.InNamespace(ns), client.HasLabels{LabelBatch})).To(Succeed())
+		g.Expect(cms.Items).To(BeEmpty())
+	}).Should(Succeed())
+}
