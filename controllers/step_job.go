@@ -182,11 +182,13 @@ func (r *FriendDeletionReconciler) jobCreateFailed(fd *snsv1alpha1.FriendDeletio
 
 // getJob returns the named Job, or nil when it does not exist. The cache
 // may lag behind a Job created a moment ago, so with confirm a miss is
-// checked with the API server.
+// checked with the API server. The Job is only read, and is not copied
+// from the cache: a batch Job carries a label and an owner reference per
+// member, and every member reads it.
 func (r *FriendDeletionReconciler) getJob(ctx context.Context, ns, name string, confirm bool) (*batchv1.Job, error) {
 	key := types.NamespacedName{Namespace: ns, Name: name}
 	job := &batchv1.Job{}
-	err := r.Get(ctx, key, job)
+	err := r.Get(ctx, key, job, client.UnsafeDisableDeepCopy)
 	if apierrors.IsNotFound(err) && confirm {
 		err = r.APIReader.Get(ctx, key, job)
 	}
@@ -505,8 +507,10 @@ func (r *FriendDeletionReconciler) deleteFinishedJobs(ctx context.Context, fd *s
 		if st.Type != snsv1alpha1.StepTypeJob || !st.Phase.Finished() || st.JobName == "" {
 			continue
 		}
+		// Read only, not copied: a batch Job carries a label and an owner
+		// reference per member, and every member looks.
 		job := &batchv1.Job{}
-		if err := r.Get(ctx, types.NamespacedName{Namespace: fd.Namespace, Name: st.JobName}, job); err != nil {
+		if err := r.Get(ctx, types.NamespacedName{Namespace: fd.Namespace, Name: st.JobName}, job, client.UnsafeDisableDeepCopy); err != nil {
 			continue // gone, or the cache cannot tell: nothing to do now
 		}
 		if !job.DeletionTimestamp.IsZero() || !servesJob(job, fd) {
@@ -526,14 +530,16 @@ func (r *FriendDeletionReconciler) deleteFinishedJobs(ctx context.Context, fd *s
 			return result, nil
 		}
 		batch := isBatchJob(job)
-		if batch && !r.batchJobDone(ctx, fd, job, st.Name) {
+		if batch && !r.batchJobDone(ctx, fd, job) {
 			result = minResult(result, ctrl.Result{RequeueAfter: batchRecheckDelay})
 			continue
 		}
-		r.ourDeletions.Store(job.UID, struct{}{})
-		err := r.Delete(ctx, job, client.PropagationPolicy(metav1.DeletePropagationBackground), client.Preconditions{UID: &job.UID})
+		uid := job.UID
+		r.ourDeletions.Store(uid, struct{}{})
+		del := &batchv1.Job{ObjectMeta: metav1.ObjectMeta{Namespace: job.Namespace, Name: job.Name}}
+		err := r.Delete(ctx, del, client.PropagationPolicy(metav1.DeletePropagationBackground), client.Preconditions{UID: &uid})
 		if err != nil {
-			r.ourDeletions.Delete(job.UID) // no delete event will come
+			r.ourDeletions.Delete(uid) // no delete event will come
 			if !apierrors.IsNotFound(err) {
 				return result, fmt.Errorf("deleting finished Job %s: %w", job.Name, err)
 			}

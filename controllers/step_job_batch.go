@@ -351,6 +351,9 @@ func (r *FriendDeletionReconciler) writeMembers(ctx context.Context, p *statusPa
 	var members []*snsv1alpha1.FriendDeletion
 	for i, b := range batch {
 		m := byName[b.name]
+		if m != fd {
+			m = m.DeepCopy() // byName holds the cache's own objects
+		}
 		joined, err := r.recordMembership(ctx, p, fd, m, cfg, step, name)
 		switch {
 		case err != nil && i == 0:
@@ -424,6 +427,7 @@ func (r *FriendDeletionReconciler) failMembers(ctx context.Context, members []*s
 		if m == skip {
 			continue
 		}
+		m = m.DeepCopy() // perhaps the cache's own object
 		pt := r.memberPatcher(m)
 		if mst := stepstatus.Find(m, step); mst != nil && mst.Phase == snsv1alpha1.PhaseRunning {
 			stepstatus.Mark(m, mst, snsv1alpha1.PhaseFailed, snsv1alpha1.ReasonFailed, fmt.Sprintf("Refused for good, not retried: %v", err), r.now())
@@ -477,7 +481,8 @@ func (r *FriendDeletionReconciler) recordMembership(ctx context.Context, p *stat
 // batchCandidates are the FriendDeletions ready for the config's step, fd
 // first (as this reconcile has it: its step list may not be stored yet),
 // then those the indexBatchCandidate index finds, less those written into
-// a batch that the cache does not show yet. For the config's first step,
+// a batch that the cache does not show yet. The others are the cache's own
+// objects, not copies: copy one before changing it. For the config's first step,
 // FriendDeletions whose steps are not fixed yet are candidates too; their
 // steps are fixed from the config when they join.
 func (r *FriendDeletionReconciler) batchCandidates(ctx context.Context, fd *snsv1alpha1.FriendDeletion, cfg *snsv1alpha1.CallbackConfig, step string) ([]*snsv1alpha1.FriendDeletion, error) {
@@ -489,7 +494,8 @@ func (r *FriendDeletionReconciler) batchCandidates(ctx context.Context, fd *snsv
 	bs := r.batchState()
 	for _, k := range keys {
 		var list snsv1alpha1.FriendDeletionList
-		if err := r.List(ctx, &list, client.InNamespace(fd.Namespace), client.MatchingFields{indexBatchCandidate: k}); err != nil {
+		// Read only: those that join are copied first (writeMembers).
+		if err := r.List(ctx, &list, client.InNamespace(fd.Namespace), client.MatchingFields{indexBatchCandidate: k}, client.UnsafeDisableDeepCopy); err != nil {
 			return nil, fmt.Errorf("listing the candidates of a batch: %w", err)
 		}
 		for i := range list.Items {
@@ -531,7 +537,8 @@ func (r *FriendDeletionReconciler) recreateBatchJob(ctx context.Context, fd *sns
 // manager wrote into the batch.
 func (r *FriendDeletionReconciler) batchMembers(ctx context.Context, fd *snsv1alpha1.FriendDeletion, step, name string) ([]*snsv1alpha1.FriendDeletion, error) {
 	var list snsv1alpha1.FriendDeletionList
-	if err := r.List(ctx, &list, client.InNamespace(fd.Namespace), client.MatchingFields{indexRunningJob: name}); err != nil {
+	// Read only (createBatchJob); failMembers copies before it changes.
+	if err := r.List(ctx, &list, client.InNamespace(fd.Namespace), client.MatchingFields{indexRunningJob: name}, client.UnsafeDisableDeepCopy); err != nil {
 		return nil, fmt.Errorf("listing the members of batch Job %s: %w", name, err)
 	}
 	seen := map[string]bool{fd.Name: true}
@@ -766,23 +773,27 @@ func jsonStringLen(s string) int {
 
 // batchJobDone reports, for a finished batch Job whose outcome fd's stored
 // status records, whether every other member has recorded it too (or is
-// gone), so that the Job may be deleted.
-func (r *FriendDeletionReconciler) batchJobDone(ctx context.Context, fd *snsv1alpha1.FriendDeletion, job *batchv1.Job, step string) bool {
-	for _, ref := range job.OwnerReferences {
-		if ref.Kind != "FriendDeletion" || ref.UID == fd.UID {
+// gone), so that the Job may be deleted: whether the indexRunningJob index
+// finds no other owner of the Job still Running it. Nothing is copied:
+// this runs once per member and batch, and a batch has up to 1000.
+func (r *FriendDeletionReconciler) batchJobDone(ctx context.Context, fd *snsv1alpha1.FriendDeletion, job *batchv1.Job) bool {
+	var list snsv1alpha1.FriendDeletionList
+	if err := r.List(ctx, &list, client.InNamespace(job.Namespace), client.MatchingFields{indexRunningJob: job.Name}, client.UnsafeDisableDeepCopy); err != nil {
+		return false
+	}
+	var owners map[types.UID]bool
+	for i := range list.Items {
+		m := &list.Items[i]
+		if m.UID == fd.UID || !m.DeletionTimestamp.IsZero() {
 			continue
 		}
-		m := &snsv1alpha1.FriendDeletion{}
-		if err := r.Get(ctx, types.NamespacedName{Namespace: job.Namespace, Name: ref.Name}, m); err != nil {
-			if apierrors.IsNotFound(err) {
-				continue
+		if owners == nil {
+			owners = make(map[types.UID]bool, len(job.OwnerReferences))
+			for _, ref := range job.OwnerReferences {
+				owners[ref.UID] = true
 			}
-			return false
 		}
-		if m.UID != ref.UID || !m.DeletionTimestamp.IsZero() {
-			continue
-		}
-		if st := stepstatus.Find(m, step); st != nil && st.JobName == job.Name && !st.Phase.Finished() {
+		if owners[m.UID] {
 			return false
 		}
 	}
