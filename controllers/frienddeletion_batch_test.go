@@ -390,3 +390,61 @@ func TestBatchPairsConfigMap(t *testing.T) {
 		g.Expect(cms.Items).To(BeEmpty())
 	}).Should(Succeed())
 }
+
+// TestBatchBurst stores a burst of deletions, reconciled by several
+// workers at once: every one ends in exactly one batch Job, whose pairs
+// file holds its pairs, and no Job has more than maxDeletions.
+func TestBatchBurst(t *testing.T) {
+	const n, maxDeletions = 120, 50
+	ns := env.Namespace(t)
+	opts := testOptions()
+	opts.FriendDeletionConcurrency = 8
+	startManager(t, ns, opts)
+	create(t, newConfig(ns, "app", batchJobStep("purge", maxDeletions, 0, 2*time.Second)))
+	for i := range n {
+		create(t, newFriendDeletion(ns, fmt.Sprintf("fd%03d", i), "app", pairs(1+i%3, fmt.Sprintf("user%03d", i))...))
+	}
+	g := gt(t)
+	g.Eventually(func(g Gomega) {
+		var list snsv1alpha1.FriendDeletionList
+		g.Expect(env.Client.List(t.Context(), &list, client.InNamespace(ns))).To(Succeed())
+		g.Expect(list.Items).To(HaveLen(n))
+		for _, fd := range list.Items {
+			g.Expect(fd.Status.Phase).To(Equal(snsv1alpha1.PhaseRunning), fd.Name)
+		}
+	}).Should(Succeed())
+	var jobs map[string]batchv1.Job
+	g.Eventually(func(g Gomega) {
+		jobs = batchJobs(g, ns)
+		members := 0
+		for _, j := range jobs {
+			members += len(ownerNames(&j))
+		}
+		g.Expect(members).To(Equal(n))
+	}).Should(Succeed())
+	jobOf := map[string]string{}
+	for name, j := range jobs {
+		g.Expect(len(ownerNames(&j))).To(BeNumerically("<=", maxDeletions))
+		f := batchFileOf(g, &j)
+		g.Expect(f.Deletions).To(Equal(ownerNames(&j)))
+		for _, d := range f.Deletions {
+			g.Expect(jobOf).NotTo(HaveKey(d), "%s in two Jobs", d)
+			jobOf[d] = name
+		}
+		counts := map[string]int{}
+		for _, p := range f.Pairs {
+			counts[p.FriendDeletion]++
+		}
+		for _, d := range f.Deletions {
+			var i int
+			_, _ = fmt.Sscanf(d, "fd%03d", &i)
+			g.Expect(counts[d]).To(Equal(1+i%3), "the pairs of %s", d)
+		}
+	}
+	for i := range n {
+		name := fmt.Sprintf("fd%03d", i)
+		g.Expect(stepOf(g, getFD(g, ns, name), "purge").JobName).To(Equal(jobOf[name]))
+	}
+	t.Logf("%d deletions in %d Jobs", n, len(jobs))
+	g.Expect(len(jobs)).To(BeNumerically("<", n/10), "batches, not one Job each")
+}
