@@ -344,25 +344,46 @@ func (r *FriendDeletionReconciler) joinBatch(ctx context.Context, p *statusPatch
 	return r.finishBatchCreate(ctx, fd, st, spec.Job, name, members)
 }
 
+// memberWrites is how many membership writes of one batch are in flight at
+// once, after the first member's.
+const memberWrites = 16
+
 // writeMembers writes each member of a planned batch Running with the
-// batch Job's name, the first member first, and returns those whose write
-// went through; none when the first member's was refused.
+// batch Job's name, the first member first and then the others, several at
+// once, and returns those whose write went through (in the batch's order);
+// none when the first member's was refused.
 func (r *FriendDeletionReconciler) writeMembers(ctx context.Context, p *statusPatcher, fd *snsv1alpha1.FriendDeletion, cfg *snsv1alpha1.CallbackConfig, step, name string, batch []batchCandidate, byName map[string]*snsv1alpha1.FriendDeletion) ([]*snsv1alpha1.FriendDeletion, error) {
-	var members []*snsv1alpha1.FriendDeletion
+	log := ctrl.LoggerFrom(ctx)
+	objs := make([]*snsv1alpha1.FriendDeletion, len(batch))
 	for i, b := range batch {
-		m := byName[b.name]
-		if m != fd {
-			m = m.DeepCopy() // byName holds the cache's own objects
+		objs[i] = byName[b.name]
+		if objs[i] != fd {
+			objs[i] = objs[i].DeepCopy() // byName holds the cache's own objects
 		}
-		joined, err := r.recordMembership(ctx, p, fd, m, cfg, step, name)
-		switch {
-		case err != nil && i == 0:
-			return nil, err
-		case err != nil:
-			ctrl.LoggerFrom(ctx).Info("a FriendDeletion could not join a batch; it waits for the next", "member", m.Name, "job", name, "error", err.Error())
-		case !joined && i == 0:
-			return nil, nil // the first member changed since it was read
-		case joined:
+	}
+	joined := make([]bool, len(batch))
+	var err error
+	if joined[0], err = r.recordMembership(ctx, p, fd, objs[0], cfg, step, name); err != nil || !joined[0] {
+		return nil, err // the first member changed since it was read, or cannot be written
+	}
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, memberWrites)
+	for i := 1; i < len(objs); i++ {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			ok, err := r.recordMembership(ctx, p, fd, objs[i], cfg, step, name)
+			if err != nil {
+				log.Info("a FriendDeletion could not join a batch; it waits for the next", "member", objs[i].Name, "job", name, "error", err.Error())
+			}
+			joined[i] = ok && err == nil
+		}()
+	}
+	wg.Wait()
+	var members []*snsv1alpha1.FriendDeletion
+	for i, m := range objs {
+		if joined[i] {
 			members = append(members, m)
 		}
 	}
@@ -373,7 +394,7 @@ func (r *FriendDeletionReconciler) writeMembers(ctx context.Context, p *statusPa
 		bs.members[fd.Namespace+"/"+name] = append(bs.members[fd.Namespace+"/"+name], m.Name)
 	}
 	bs.mu.Unlock()
-	ctrl.LoggerFrom(ctx).V(1).Info("formed a batch", "job", name, "members", len(members))
+	log.V(1).Info("formed a batch", "job", name, "members", len(members))
 	return members, nil
 }
 
