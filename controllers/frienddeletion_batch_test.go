@@ -448,3 +448,24 @@ func TestBatchBurst(t *testing.T) {
 	t.Logf("%d deletions in %d Jobs", n, len(jobs))
 	g.Expect(len(jobs)).To(BeNumerically("<", n/10), "batches, not one Job each")
 }
+
+// TestBatchMemberDeletedWhileJobRuns: a member deleted while its batch Job
+// runs takes nothing from the others; the Job's outcome reaches them, and
+// the Job is deleted once they have recorded it.
+func TestBatchMemberDeletedWhileJobRuns(t *testing.T) {
+	ns := env.Namespace(t)
+	startManager(t, ns, testOptions())
+	create(t, newConfig(ns, "app", batchJobStep("purge", 3, 0, 10*time.Minute)))
+	for _, n := range []string{"fd1", "fd2", "fd3"} {
+		create(t, newFriendDeletion(ns, n, "app"))
+	}
+	job := getJob(t, ns, "fd1-purge")
+	waitForPhase(t, ns, "fd1", snsv1alpha1.PhaseRunning)
+	g := gt(t)
+	g.Expect(env.Client.Delete(t.Context(), getFD(g, ns, "fd1"))).To(Succeed())
+	setJobStatus(t, job, "complete")
+	for _, n := range []string{"fd2", "fd3"} {
+		g.Expect(stepOf(g, waitForPhase(t, ns, n, snsv1alpha1.PhaseSucceeded), "purge").Message).To(Equal("Job fd1-purge completed."))
+	}
+	g.Eventually(func(g Gomega) map[string]batchv1.Job { return batchJobs(g, ns) }).Should(BeEmpty())
+}

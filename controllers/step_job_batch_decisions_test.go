@@ -3,6 +3,7 @@ package controllers
 import (
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -143,5 +144,20 @@ func TestJSONStringLen(t *testing.T) {
 			want := len(f) - len(`{"deletions":["n"],"pairs":[{"frienddeletion":"n","from":,"to":"t"}]}`)
 			NewWithT(t).Expect(jsonStringLen(s)).To(Equal(want))
 		})
+	}
+}
+
+// BenchmarkPlanBatches plans 1000 waiting candidates into batches of 100,
+// as each reconcile of a batched step does.
+func BenchmarkPlanBatches(b *testing.B) {
+	t0 := time.Now()
+	cands := make([]batchCandidate, 1000)
+	for i := range cands {
+		cands[i] = batchCandidate{name: fmt.Sprintf("fd-%05d", i), readyAt: t0.Add(time.Duration(i%50) * time.Millisecond), pairs: 1, bytes: 70}
+	}
+	lim := batchLimits{maxDeletions: 100, maxPairs: 1 << 30, maxBytes: MaxPairsFile, maxWait: 5 * time.Second}
+	b.ReportAllocs()
+	for b.Loop() {
+		planBatches(slices.Clone(cands), lim, t0)
 	}
 }
