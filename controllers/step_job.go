@@ -130,9 +130,10 @@ func (r *FriendDeletionReconciler) reconcileJobStep(ctx context.Context, p *stat
 			return ctrl.Result{}, errors.Join(err, fmt.Errorf("job %s already exists but cannot be read", name))
 		}
 	}
-	if !servesJob(job, fd) && isBatchJob(job) {
-		// Its membership was written, but the Job was created without it:
-		// nothing ran for it. It joins another batch.
+	if !servesJob(job, fd) && (isBatchJob(job) || name != jobName(fd.Name, st.Name)) {
+		// Its membership of a batch was written, but the Job was created
+		// without it (or, the step's batch since removed, for its first
+		// member alone): nothing ran for it. It starts the step again.
 		st.JobName, st.StartTime = "", nil
 		stepstatus.Mark(fd, st, snsv1alpha1.PhasePending, snsv1alpha1.ReasonPending,
 			fmt.Sprintf("Batch Job %s was created without this FriendDeletion; it waits for another batch.", name), r.now())
