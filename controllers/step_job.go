@@ -136,7 +136,7 @@ func (r *FriendDeletionReconciler) reconcileJobStep(ctx context.Context, p *stat
 		// member alone): nothing ran for it. It starts the step again.
 		st.JobName, st.StartTime = "", nil
 		stepstatus.Mark(fd, st, snsv1alpha1.PhasePending, snsv1alpha1.ReasonPending,
-			fmt.Sprintf("Batch Job %s was created without this FriendDeletion; it waits for another batch.", name), r.now())
+			fmt.Sprintf("Job %s was created without this FriendDeletion; the step starts again.", name), r.now())
 		return ctrl.Result{RequeueAfter: r.conflictDelay()}, nil
 	}
 	if !servesJob(job, fd) {
