@@ -104,3 +104,39 @@ func TestBatchedJobStepBurst(t *testing.T) {
 	}
 	g.Expect(seen).To(Equal(want), "each deletion's pairs in exactly one Job's pairs file")
 }
+
+// TestFinishedBatchJobsAreDeleted: without keepFinishedJobs, a batch Job
+// and its pods are deleted once every member recorded the outcome.
+func TestFinishedBatchJobsAreDeleted(t *testing.T) {
+	t.Parallel()
+	const n = 6
+	a := app{namespace: newNamespace(t), name: "tidy", sdkAppID: "1400000021", token: "e2e-token-tidy",
+		batch: "{maxDeletions: 3, maxWait: 2s}", retention: "{}"}
+	a.create(t)
+	for i := range n {
+		expectOK(t, send(t, a.signed([2]string{fmt.Sprintf("tidy_user_%02d", i), fmt.Sprintf("tidy_friend_%02d", i)})))
+	}
+	g := expectWithin(t)
+	g.Eventually(func(g Gomega) {
+		rows := friendDeletions(g, a.namespace)
+		g.Expect(rows).To(HaveLen(n))
+		for _, row := range rows {
+			g.Expect(row).To(HaveKeyWithValue("PHASE", "Succeeded"))
+		}
+	}).Should(Succeed())
+	g.Eventually(func(g Gomega) {
+		g.Expect(kc(g, "get", "jobs,pods,configmaps", "-n", a.namespace, "-l", controllers.LabelBatch, "-o", "name")).To(BeEmpty())
+	}).Should(Succeed())
+	// Each deletion still tells which Job ran it, and how it ended.
+	var fds struct {
+		Items []snsv1alpha1.FriendDeletion `json:"items"`
+	}
+	g.Expect(json.Unmarshal([]byte(kc(g, "get", "frienddeletions", "-n", a.namespace, "-o", "json")), &fds)).To(Succeed())
+	jobs := map[string]int{}
+	for _, fd := range fds.Items {
+		st := fd.Status.Steps[0]
+		g.Expect(st.Message).To(Equal(fmt.Sprintf("Job %s completed.", st.JobName)))
+		jobs[st.JobName]++
+	}
+	g.Expect(len(jobs)).To(BeNumerically("<", n), "fewer Jobs than deletions")
+}
