@@ -334,11 +334,8 @@ func (r *FriendDeletionReconciler) joinBatch(ctx context.Context, p *statusPatch
 		// This FriendDeletion's own write was refused: again, from the
 		// newer object; the members it wrote get their Job now.
 		deferStatus(ctx)
-		_, err := r.createBatchJob(ctx, fd.Namespace, st.Name, spec.Job, name, members)
-		if err != nil && !isPermanent(err) {
-			return ctrl.Result{}, err
-		}
-		return ctrl.Result{RequeueAfter: r.conflictDelay()}, r.failMembers(ctx, members, nil, st.Name, err)
+		r.createForMembers(ctx, fd.Namespace, st.Name, spec.Job, name, members)
+		return ctrl.Result{RequeueAfter: r.conflictDelay()}, nil
 	}
 	st = stepstatus.Find(fd, st.Name) // the write replaced fd's status
 	return r.finishBatchCreate(ctx, fd, st, spec.Job, name, members)
@@ -398,18 +395,24 @@ func (r *FriendDeletionReconciler) writeMembers(ctx context.Context, p *statusPa
 	return members, nil
 }
 
-// formOtherBatch forms a due batch that fd is not in. A Job that could not
-// be created is left to its first member's reconcile (recreateBatchJob),
-// which it wakes; one refused for good fails every member's step.
+// formOtherBatch forms a due batch that fd is not in (createForMembers).
 func (r *FriendDeletionReconciler) formOtherBatch(ctx context.Context, p *statusPatcher, fd *snsv1alpha1.FriendDeletion, cfg *snsv1alpha1.CallbackConfig, spec *snsv1alpha1.CleanupStep, step string, batch []batchCandidate, byName map[string]*snsv1alpha1.FriendDeletion) {
-	log := ctrl.LoggerFrom(ctx)
 	name := jobName(batch[0].name, step)
 	members, err := r.writeMembers(ctx, p, fd, cfg, step, name, batch, byName)
 	if err != nil || len(members) == 0 {
 		r.wakeUp(fd.Namespace, batch[0].name) // it plans again
 		return
 	}
-	_, err = r.createBatchJob(ctx, fd.Namespace, step, spec.Job, name, members)
+	r.createForMembers(ctx, fd.Namespace, step, spec.Job, name, members)
+}
+
+// createForMembers creates the batch Job of members that do not include
+// the FriendDeletion being reconciled. A Job that could not be created is
+// left to its first member's reconcile (recreateBatchJob), which it wakes;
+// one refused for good fails every member's step.
+func (r *FriendDeletionReconciler) createForMembers(ctx context.Context, ns, step string, tmpl *batchv1.JobTemplateSpec, name string, members []*snsv1alpha1.FriendDeletion) {
+	log := ctrl.LoggerFrom(ctx)
+	_, err := r.createBatchJob(ctx, ns, step, tmpl, name, members)
 	switch {
 	case isPermanent(err):
 		if err := r.failMembers(ctx, members, nil, step, err); err != nil {
@@ -417,7 +420,7 @@ func (r *FriendDeletionReconciler) formOtherBatch(ctx context.Context, p *status
 		}
 	case err != nil:
 		log.Info("creating a batch Job failed; its first member tries again", "job", name, "error", err.Error())
-		r.wakeUp(fd.Namespace, members[0].Name)
+		r.wakeUp(ns, members[0].Name)
 	}
 }
 
