@@ -469,3 +469,23 @@ func TestBatchMemberDeletedWhileJobRuns(t *testing.T) {
 	}
 	g.Eventually(func(g Gomega) map[string]batchv1.Job { return batchJobs(g, ns) }).Should(BeEmpty())
 }
+
+// TestBatchJobRefusedFailsEveryMember: a batch Job the API server refuses
+// for good fails every member's step with its message; nothing is retried.
+func TestBatchJobRefusedFailsEveryMember(t *testing.T) {
+	ns := env.Namespace(t)
+	startManager(t, ns, testOptions())
+	bad := batchJobStep("purge", 3, 0, 10*time.Minute)
+	bad.Job.Spec.Template.Spec.Containers[0].Name = "Clean_Up"
+	create(t, newConfig(ns, "app", bad))
+	for _, n := range []string{"fd1", "fd2", "fd3"} {
+		create(t, newFriendDeletion(ns, n, "app"))
+	}
+	g := gt(t)
+	for _, n := range []string{"fd1", "fd2", "fd3"} {
+		fd := waitForPhase(t, ns, n, snsv1alpha1.PhaseFailed)
+		g.Expect(stepOf(g, fd, "purge").Message).To(SatisfyAll(ContainSubstring("Refused for good"), ContainSubstring("Clean_Up")))
+		g.Expect(stepOf(g, fd, "purge").JobName).To(Equal("fd1-purge"))
+	}
+	g.Consistently(func(g Gomega) { g.Expect(batchJobs(g, ns)).To(BeEmpty()) }).Should(Succeed())
+}
