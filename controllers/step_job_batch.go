@@ -34,15 +34,18 @@ import (
 //
 //  1. A FriendDeletion whose current step is a batched job step, Pending,
 //     finds the other candidates through the indexBatchCandidate field
-//     index, and plans the groups (planBatch): in the order they became
+//     index, and plans the groups (planBatches): in the order they became
 //     ready, as many as maxDeletions, maxPairs and the pairs file's size
-//     allow. Its own group forms when it is full, or once its first member
-//     has waited maxWait; until then the FriendDeletion waits (without a
+//     allow. A group is due when it is full, or once its first member has
+//     waited maxWait. The reconcile forms every due group (its own and
+//     others'); until its own is due the FriendDeletion waits (without a
 //     write when its step list is not stored yet: the join writes it).
 //  2. Membership comes first: each member's step is written Running with
 //     the Job's name (the first member's Job name, `<first>-<step>`),
-//     under an optimistic lock, the first member first. A member whose
-//     write is refused (it changed, or joined another group) is left out.
+//     under an optimistic lock, the first member first, then the others
+//     several at once. A member whose write is refused (it changed, or
+//     joined another group) is left out; if the first member's is, the
+//     group is not formed.
 //  3. Then the Job is created for exactly the members whose write went
 //     through, each an owner of the Job. A manager stopped between 2 and 3
 //     is followed by one whose reconcile of any member finds the Job
@@ -57,7 +60,8 @@ import (
 // Forming and re-creating hold a lock per config and step, so two workers
 // of one manager never form overlapping groups.
 
-// The batch Job contract, besides the one-deletion contract's variables.
+// The batch Job contract (see the README), besides the variables it shares
+// with the one-deletion contract.
 const (
 	// EnvFriendDeletionCount is the number of FriendDeletions a batch Job
 	// serves.
