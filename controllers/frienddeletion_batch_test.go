@@ -169,7 +169,7 @@ func TestBatchFormsByMaxWait(t *testing.T) {
 	poke(t, ns, "fd2")
 	g.Consistently(func(g Gomega) { g.Expect(batchJobs(g, ns)).To(BeEmpty()) }).Should(Succeed())
 
-	clk.Step(32 * time.Second)
+	clk.Step(40 * time.Second)
 	poke(t, ns, "fd2")
 	g.Eventually(func(g Gomega) {
 		jobs := batchJobs(g, ns)
