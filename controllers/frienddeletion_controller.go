@@ -14,6 +14,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	ctrlevent "sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/recorder"
 
 	snsv1alpha1 "github.com/imcallback/friend-deletion-operator/api/v1alpha1"
@@ -46,8 +47,13 @@ type FriendDeletionReconciler struct {
 	sweepsOnce sync.Once
 	sweeps     *countSweeps // count retention sweeps; see reconcileCountRetention
 
-	imOnce sync.Once
-	im     *imClientSet // IM REST clients per config; see imClients
+	imOnce    sync.Once
+	im        *imClientSet // IM REST clients per config; see imClients
+	batchOnce sync.Once
+	batches   *batchState // batches being formed; see joinBatch
+	// wake asks for reconciles of FriendDeletions whose batch another's
+	// reconcile found due; see wakeUp.
+	wake chan ctrlevent.GenericEvent
 }
 
 // deferStatus is set in a reconcile's context by a step that wants the
@@ -75,6 +81,7 @@ func (r *FriendDeletionReconciler) Reconcile(ctx context.Context, req ctrl.Reque
 		if apierrors.IsNotFound(err) {
 			r.ownWrites().forget(req.NamespacedName)
 			r.jobDeletions().forget(req.NamespacedName)
+			r.batchState().forget(req.NamespacedName)
 		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
@@ -94,7 +101,9 @@ func (r *FriendDeletionReconciler) Reconcile(ctx context.Context, req ctrl.Reque
 		if retErr == nil && !deferred {
 			// Only what the API server has recorded counts: the
 			// patcher's base, not what this reconcile meant to write.
-			retErr = r.deleteFinishedJobs(ctx, patcher.base, cfg, cfgKnown)
+			var res ctrl.Result
+			res, retErr = r.deleteFinishedJobs(ctx, patcher.base, cfg, cfgKnown)
+			result = minResult(result, res)
 		}
 	}()
 

@@ -13,7 +13,6 @@ import (
 
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/selection"
 	"k8s.io/apimachinery/pkg/types"
@@ -27,6 +26,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	snsv1alpha1 "github.com/imcallback/friend-deletion-operator/api/v1alpha1"
 )
@@ -35,7 +35,8 @@ import (
 // (`make manifests`, paths=./controllers/...). The callback receiver's are
 // generated apart, from webhook/. frienddeletions/finalizers update is what
 // OwnerReferencesPermissionEnforcement asks of a controller reference on a
-// Job or ConfigMap; status is only ever patched.
+// Job or ConfigMap; status is only ever patched. A batch Job's pairs
+// ConfigMap is deleted with the finished Job.
 //
 // +kubebuilder:rbac:groups=sns.imcallback.io,resources=frienddeletions,verbs=get;list;watch;delete
 // +kubebuilder:rbac:groups=sns.imcallback.io,resources=frienddeletions/status,verbs=patch
@@ -43,7 +44,7 @@ import (
 // +kubebuilder:rbac:groups=sns.imcallback.io,resources=callbackconfigs,verbs=get;list;watch
 // +kubebuilder:rbac:groups=sns.imcallback.io,resources=callbackconfigs/status,verbs=patch
 // +kubebuilder:rbac:groups=batch,resources=jobs,verbs=get;list;watch;create;delete
-// +kubebuilder:rbac:groups="",resources=configmaps,verbs=get;list;watch;create
+// +kubebuilder:rbac:groups="",resources=configmaps,verbs=get;list;watch;create;delete
 // +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 
@@ -66,6 +67,19 @@ func SetupWithManager(mgr ctrl.Manager, opts Options) error {
 		return []string{o.(*snsv1alpha1.FriendDeletion).Spec.ConfigName}
 	}); err != nil {
 		return fmt.Errorf("indexing FriendDeletions by config: %w", err)
+	}
+	if err := mgr.GetFieldIndexer().IndexField(ctx, &snsv1alpha1.FriendDeletion{}, indexBatchCandidate, func(o client.Object) []string {
+		if k := batchCandidateKey(o.(*snsv1alpha1.FriendDeletion)); k != "" {
+			return []string{k}
+		}
+		return nil
+	}); err != nil {
+		return fmt.Errorf("indexing FriendDeletions by the step they are ready for: %w", err)
+	}
+	if err := mgr.GetFieldIndexer().IndexField(ctx, &snsv1alpha1.FriendDeletion{}, indexRunningJob, func(o client.Object) []string {
+		return runningJobs(o.(*snsv1alpha1.FriendDeletion))
+	}); err != nil {
+		return fmt.Errorf("indexing FriendDeletions by their running Jobs: %w", err)
 	}
 	if err := mgr.GetFieldIndexer().IndexField(ctx, &snsv1alpha1.CallbackConfig{}, indexTokenSecret, func(o client.Object) []string {
 		if a := o.(*snsv1alpha1.CallbackConfig).Spec.Auth; a != nil {
@@ -95,11 +109,13 @@ func SetupWithManager(mgr ctrl.Manager, opts Options) error {
 		HTTP:          newHTTPClient(opts),
 		Options:       opts,
 		VerifyMetrics: vm,
+		wake:          make(chan ctrlevent.GenericEvent, 1024),
 	}
 	err = ctrl.NewControllerManagedBy(mgr).
 		Named("frienddeletion").
 		For(&snsv1alpha1.FriendDeletion{}, builder.WithPredicates(fdr.wakeups())).
 		Watches(&batchv1.Job{}, fdr.jobEventHandler(mgr)).
+		WatchesRawSource(source.Channel(fdr.wake, &handler.EnqueueRequestForObject{})).
 		Watches(&snsv1alpha1.CallbackConfig{},
 			handler.EnqueueRequestsFromMapFunc(fdr.unfinishedOfConfig),
 			builder.WithPredicates(predicate.GenerationChangedPredicate{})).
@@ -220,7 +236,8 @@ func slimConfigMap(obj any) (any, error) {
 	return obj, nil
 }
 
-// jobEventHandler enqueues the FriendDeletion that controls a Job when
+// jobEventHandler enqueues the FriendDeletions that own a Job (the one it
+// is for, or every member of a batch Job) when
 // what the Job tells the step changes (jobStepStatus: a pod failed, the Job
 // completed or failed) and when the Job is deleted. A Job's creation is no
 // news unless the Job is first seen finished or with a failed pod (after a
@@ -232,7 +249,9 @@ func slimConfigMap(obj any) (any, error) {
 // the reconcile fails the step instead of creating the Job again; the
 // reconciler's own deletions of finished Jobs wake nothing.
 func (r *FriendDeletionReconciler) jobEventHandler(mgr ctrl.Manager) handler.EventHandler {
-	owner := handler.EnqueueRequestForOwner(mgr.GetScheme(), mgr.GetRESTMapper(), &snsv1alpha1.FriendDeletion{}, handler.OnlyControllerOwner())
+	// Every FriendDeletion owner: the one a Job is for, or every member of
+	// a batch Job.
+	owner := handler.EnqueueRequestForOwner(mgr.GetScheme(), mgr.GetRESTMapper(), &snsv1alpha1.FriendDeletion{})
 	return handler.Funcs{
 		CreateFunc: func(ctx context.Context, e ctrlevent.CreateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
 			// A Job first seen with news already (a relist after a watch
@@ -253,8 +272,10 @@ func (r *FriendDeletionReconciler) jobEventHandler(mgr ctrl.Manager) handler.Eve
 			if _, ours := r.ourDeletions.LoadAndDelete(e.Object.GetUID()); ours {
 				return // a finished Job deleted once its outcome was recorded
 			}
-			if ref := metav1.GetControllerOf(e.Object); ref != nil && ref.Kind == "FriendDeletion" {
-				r.jobDeletions().note(types.NamespacedName{Namespace: e.Object.GetNamespace(), Name: ref.Name}, e.Object.GetName())
+			for _, ref := range e.Object.GetOwnerReferences() {
+				if ref.Kind == "FriendDeletion" {
+					r.jobDeletions().note(types.NamespacedName{Namespace: e.Object.GetNamespace(), Name: ref.Name}, e.Object.GetName())
+				}
 			}
 			owner.Delete(ctx, e, q)
 		},
@@ -292,6 +313,7 @@ func (r *FriendDeletionReconciler) wakeups() predicate.Predicate {
 			key := client.ObjectKeyFromObject(e.Object)
 			r.ownWrites().forget(key)
 			r.jobDeletions().forget(key)
+			r.batchState().forget(key)
 			return false // nothing is left to do for a deleted FriendDeletion
 		},
 	}

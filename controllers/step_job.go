@@ -75,7 +75,16 @@ const (
 // Sets the step condition: Running, Retrying, Succeeded or Failed (or
 // ConfigNotFound / StepRemoved for a Job never created).
 func (r *FriendDeletionReconciler) reconcileJobStep(ctx context.Context, p *statusPatcher, fd *snsv1alpha1.FriendDeletion, cfg *snsv1alpha1.CallbackConfig, spec *snsv1alpha1.CleanupStep, st *snsv1alpha1.StepStatus) (ctrl.Result, error) {
+	if st.JobName != "" {
+		r.batchState().forget(client.ObjectKeyFromObject(fd))
+	}
+	if st.Phase == snsv1alpha1.PhasePending && spec != nil && spec.Job != nil && spec.Batch != nil {
+		return r.joinBatch(ctx, p, fd, cfg, spec, st)
+	}
 	name := jobName(fd.Name, st.Name)
+	if st.JobName != "" {
+		name = st.JobName // a batch Job is named after its first member
+	}
 	// Once the Job is recorded (intent or seen) a cache miss is confirmed
 	// with the API server: the cache often lags behind a Job created a
 	// moment ago, and one read is cheaper than a create refused as
@@ -94,6 +103,9 @@ func (r *FriendDeletionReconciler) reconcileJobStep(ctx context.Context, p *stat
 			reason, msg := stepGone(fd, cfg, st)
 			stepstatus.Mark(fd, st, snsv1alpha1.PhaseFailed, reason, msg+" Its Job was never created.", r.now())
 			return ctrl.Result{}, nil
+		}
+		if name != jobName(fd.Name, st.Name) || spec.Batch != nil {
+			return r.recreateBatchJob(ctx, fd, st, spec.Job, name)
 		}
 		if ok, err := r.recordJobIntent(ctx, p, fd, st, name); !ok || err != nil {
 			if err == nil {
@@ -118,7 +130,16 @@ func (r *FriendDeletionReconciler) reconcileJobStep(ctx context.Context, p *stat
 			return ctrl.Result{}, errors.Join(err, fmt.Errorf("job %s already exists but cannot be read", name))
 		}
 	}
-	if !metav1.IsControlledBy(job, fd) {
+	if !servesJob(job, fd) && (isBatchJob(job) || name != jobName(fd.Name, st.Name)) {
+		// Its membership of a batch was written, but the Job was created
+		// without it (or, the step's batch since removed, for its first
+		// member alone): nothing ran for it. It starts the step again.
+		st.JobName, st.StartTime = "", nil
+		stepstatus.Mark(fd, st, snsv1alpha1.PhasePending, snsv1alpha1.ReasonPending,
+			fmt.Sprintf("Job %s was created without this FriendDeletion; the step starts again.", name), r.now())
+		return ctrl.Result{RequeueAfter: r.conflictDelay()}, nil
+	}
+	if !servesJob(job, fd) {
 		stepstatus.Mark(fd, st, snsv1alpha1.PhaseFailed, snsv1alpha1.ReasonFailed,
 			fmt.Sprintf("Job %s exists and does not belong to this FriendDeletion.", name), r.now())
 		return ctrl.Result{}, nil
@@ -162,11 +183,13 @@ func (r *FriendDeletionReconciler) jobCreateFailed(fd *snsv1alpha1.FriendDeletio
 
 // getJob returns the named Job, or nil when it does not exist. The cache
 // may lag behind a Job created a moment ago, so with confirm a miss is
-// checked with the API server.
+// checked with the API server. The Job is only read, and is not copied
+// from the cache: a batch Job carries a label and an owner reference per
+// member, and every member reads it.
 func (r *FriendDeletionReconciler) getJob(ctx context.Context, ns, name string, confirm bool) (*batchv1.Job, error) {
 	key := types.NamespacedName{Namespace: ns, Name: name}
 	job := &batchv1.Job{}
-	err := r.Get(ctx, key, job)
+	err := r.Get(ctx, key, job, client.UnsafeDisableDeepCopy)
 	if apierrors.IsNotFound(err) && confirm {
 		err = r.APIReader.Get(ctx, key, job)
 	}
@@ -331,17 +354,45 @@ func pairsConfigMap(fd *snsv1alpha1.FriendDeletion, pairs []byte, scheme *runtim
 // inline, else the pairs ConfigMap.
 func buildJob(fd *snsv1alpha1.FriendDeletion, step string, tmpl *batchv1.JobTemplateSpec, name string, pairs []byte, scheme *runtime.Scheme) (*batchv1.Job, error) {
 	labels := childLabels(fd, step)
+	job := buildJobFrom(tmpl, jobInput{
+		namespace: fd.Namespace, name: name,
+		labels: labels, podLabels: labels,
+		env: contractEnv(fd), pairs: pairs, configMap: pairsConfigMapName(fd.Name),
+	})
+	if err := controllerutil.SetControllerReference(fd, job, scheme); err != nil {
+		return nil, err
+	}
+	return job, nil
+}
+
+// jobInput is what buildJobFrom adds to a step's template.
+type jobInput struct {
+	namespace, name string
+	labels          map[string]string // the operator's labels on the Job
+	podLabels       map[string]string // and on its pod template
+	env             []corev1.EnvVar   // the contract's environment
+	pairs           []byte            // the pairs file
+	configMap       string            // the pairs ConfigMap, when pairs are not inlined
+	owners          []metav1.OwnerReference
+}
+
+// buildJobFrom is the template with the Job contract added to every
+// container: labels, environment, and the pairs volume, from the pod
+// template's PairsAnnotation through the downward API when the pairs file
+// is small enough to inline, else from the pairs ConfigMap.
+func buildJobFrom(tmpl *batchv1.JobTemplateSpec, in jobInput) *batchv1.Job {
 	job := &batchv1.Job{
 		ObjectMeta: metav1.ObjectMeta{
-			Name:        name,
-			Namespace:   fd.Namespace,
-			Labels:      merge(tmpl.Labels, labels),
-			Annotations: merge(tmpl.Annotations, nil),
+			Name:            in.name,
+			Namespace:       in.namespace,
+			Labels:          merge(tmpl.Labels, in.labels),
+			Annotations:     merge(tmpl.Annotations, nil),
+			OwnerReferences: in.owners,
 		},
 		Spec: *tmpl.Spec.DeepCopy(),
 	}
 	pod := &job.Spec.Template
-	pod.Labels = merge(pod.Labels, labels)
+	pod.Labels = merge(pod.Labels, in.podLabels)
 	// A Job that deletes itself after it finished would take its outcome with
 	// it; the API refuses the field, and configs stored before that rule are
 	// handled here. The operator deletes a finished Job once its outcome is
@@ -351,30 +402,26 @@ func buildJob(fd *snsv1alpha1.FriendDeletion, step string, tmpl *batchv1.JobTemp
 		pod.Spec.RestartPolicy = corev1.RestartPolicyNever
 	}
 	src := corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{
-		LocalObjectReference: corev1.LocalObjectReference{Name: pairsConfigMapName(fd.Name)},
+		LocalObjectReference: corev1.LocalObjectReference{Name: in.configMap},
 	}}
-	if inlinePairs(pairs) {
-		pod.Annotations = merge(pod.Annotations, map[string]string{PairsAnnotation: string(pairs)})
+	if inlinePairs(in.pairs) {
+		pod.Annotations = merge(pod.Annotations, map[string]string{PairsAnnotation: string(in.pairs)})
 		src = corev1.VolumeSource{DownwardAPI: &corev1.DownwardAPIVolumeSource{Items: []corev1.DownwardAPIVolumeFile{{
 			Path:     PairsKey,
 			FieldRef: &corev1.ObjectFieldSelector{APIVersion: "v1", FieldPath: "metadata.annotations['" + PairsAnnotation + "']"},
 		}}}}
 	}
 	pod.Spec.Volumes = append(withoutVolume(pod.Spec.Volumes, pairsVolume), corev1.Volume{Name: pairsVolume, VolumeSource: src})
-	env := contractEnv(fd)
 	for _, cs := range [][]corev1.Container{pod.Spec.InitContainers, pod.Spec.Containers} {
 		for i := range cs {
 			c := &cs[i]
-			c.Env = append(withoutEnv(c.Env, env), env...)
+			c.Env = append(withoutEnv(c.Env, in.env), in.env...)
 			c.VolumeMounts = append(withoutMount(c.VolumeMounts, pairsVolume), corev1.VolumeMount{
 				Name: pairsVolume, MountPath: PairsMountPath, ReadOnly: true,
 			})
 		}
 	}
-	if err := controllerutil.SetControllerReference(fd, job, scheme); err != nil {
-		return nil, err
-	}
-	return job, nil
+	return job
 }
 
 // contractEnv is the environment of the Job contract.
@@ -448,21 +495,30 @@ func withoutMount(ms []corev1.VolumeMount, name string) []corev1.VolumeMount {
 // the Jobs of job steps whose outcome fd's stored status records, unless
 // the config's retention.keepFinishedJobs keeps them: the recorded outcome
 // is what counts, and a finished Job and its pod are most of what a
-// retained deletion would store. cfg is the config when known; otherwise
-// it is looked up in the cache, and a config that is gone keeps nothing.
-// A delete that fails is retried with the reconcile; a manager stopped in
-// between leaves the Job to go with its FriendDeletion.
-func (r *FriendDeletionReconciler) deleteFinishedJobs(ctx context.Context, fd *snsv1alpha1.FriendDeletion, cfg *snsv1alpha1.CallbackConfig, cfgKnown bool) error {
+// retained deletion would store. A batch Job is deleted (with its pairs
+// ConfigMap) once every member has recorded its outcome or is gone; until
+// then the result asks to look again soon. cfg is the config when known;
+// otherwise it is looked up in the cache, and a config that is gone keeps
+// nothing. A delete that fails is retried with the reconcile; a manager
+// stopped in between leaves the Job to go with its FriendDeletion (the
+// last of its members, for a batch Job).
+func (r *FriendDeletionReconciler) deleteFinishedJobs(ctx context.Context, fd *snsv1alpha1.FriendDeletion, cfg *snsv1alpha1.CallbackConfig, cfgKnown bool) (ctrl.Result, error) {
+	var result ctrl.Result
 	for _, st := range fd.Status.Steps {
 		if st.Type != snsv1alpha1.StepTypeJob || !st.Phase.Finished() || st.JobName == "" {
 			continue
 		}
+		// Read only, not copied: a batch Job carries a label and an owner
+		// reference per member, and every member looks.
 		job := &batchv1.Job{}
-		if err := r.Get(ctx, types.NamespacedName{Namespace: fd.Namespace, Name: st.JobName}, job); err != nil {
+		if err := r.Get(ctx, types.NamespacedName{Namespace: fd.Namespace, Name: st.JobName}, job, client.UnsafeDisableDeepCopy); err != nil {
 			continue // gone, or the cache cannot tell: nothing to do now
 		}
-		if !job.DeletionTimestamp.IsZero() || !metav1.IsControlledBy(job, fd) {
+		if !job.DeletionTimestamp.IsZero() || !servesJob(job, fd) {
 			continue
+		}
+		if _, ours := r.ourDeletions.Load(job.UID); ours {
+			continue // being deleted; its delete event is on its way
 		}
 		if !cfgKnown {
 			c := &snsv1alpha1.CallbackConfig{}
@@ -472,17 +528,42 @@ func (r *FriendDeletionReconciler) deleteFinishedJobs(ctx context.Context, fd *s
 			cfgKnown = true
 		}
 		if cfg != nil && cfg.Spec.Retention.KeepFinishedJobs {
-			return nil
+			return result, nil
 		}
-		r.ourDeletions.Store(job.UID, struct{}{})
-		err := r.Delete(ctx, job, client.PropagationPolicy(metav1.DeletePropagationBackground), client.Preconditions{UID: &job.UID})
+		batch := isBatchJob(job)
+		if batch && !r.batchJobDone(ctx, fd, job) {
+			result = minResult(result, ctrl.Result{RequeueAfter: batchRecheckDelay})
+			continue
+		}
+		uid := job.UID
+		r.ourDeletions.Store(uid, struct{}{})
+		del := &batchv1.Job{ObjectMeta: metav1.ObjectMeta{Namespace: job.Namespace, Name: job.Name}}
+		err := r.Delete(ctx, del, client.PropagationPolicy(metav1.DeletePropagationBackground), client.Preconditions{UID: &uid})
 		if err != nil {
-			r.ourDeletions.Delete(job.UID) // no delete event will come
+			r.ourDeletions.Delete(uid) // no delete event will come
 			if !apierrors.IsNotFound(err) {
-				return fmt.Errorf("deleting finished Job %s: %w", job.Name, err)
+				return result, fmt.Errorf("deleting finished Job %s: %w", job.Name, err)
+			}
+		}
+		if batch {
+			if err := r.deleteBatchConfigMap(ctx, job); err != nil {
+				return result, err
 			}
 		}
 		ctrl.LoggerFrom(ctx).V(1).Info("deleted finished Job; its outcome is recorded", "job", job.Name, "phase", st.Phase)
+	}
+	return result, nil
+}
+
+// deleteBatchConfigMap deletes a batch Job's pairs ConfigMap, if it has one.
+func (r *FriendDeletionReconciler) deleteBatchConfigMap(ctx context.Context, job *batchv1.Job) error {
+	cm := &corev1.ConfigMap{}
+	if err := r.Get(ctx, types.NamespacedName{Namespace: job.Namespace, Name: batchConfigMapName(job.Name)}, cm); err != nil {
+		return nil // none (the pairs were inlined), or the cache cannot tell
+	}
+	err := r.Delete(ctx, cm, client.Preconditions{UID: &cm.UID})
+	if err != nil && !apierrors.IsNotFound(err) {
+		return fmt.Errorf("deleting ConfigMap %s of finished Job %s: %w", cm.Name, job.Name, err)
 	}
 	return nil
 }

@@ -205,3 +205,55 @@ func TestWritesPerVerifiedDeletion(t *testing.T) {
 	g.Expect(srv.Calls()).To(HaveLen(2 * n))
 	g.Expect(counter.total("events")).To(Equal(n+1), "one NothingToClean Event per deletion still friends, and the config's")
 }
+
+// TestWritesPerDeletionBatched is TestWritesPerDeletion with the job step
+// batched: the deletions share one Job, and each costs its own status
+// writes only: joining the batch (with the step list), the Job's outcome
+// with the http attempt's claim, and the attempt's outcome. The Job's
+// creation and deletion are one each for the whole batch.
+func TestWritesPerDeletionBatched(t *testing.T) {
+	const n = 5
+	ns := env.Namespace(t)
+	var posts atomic.Int32
+	sink := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		posts.Add(1)
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	defer sink.Close()
+
+	counter := &writeCounter{counts: map[string]int{}}
+	startManagerOn(t, counter.wrap(env.Config), ns, testOptions())
+	// Kept a moment, so that every member has recorded the Job's outcome
+	// before the first is deleted: a Job whose members are all gone is
+	// the garbage collector's, which envtest does not run.
+	cfg := newConfig(ns, "app", batchJobStep("purge", n, 0, 10*time.Minute), httpStep("notify", sink.URL, 3))
+	cfg.Spec.Retention.Succeeded = &metav1.Duration{Duration: 2 * time.Second}
+	create(t, cfg)
+	for i := range n {
+		create(t, newFriendDeletion(ns, fmt.Sprintf("fd%d", i), "app"))
+	}
+	setJobStatus(t, getJob(t, ns, "fd0-purge"), "complete")
+	g := gt(t)
+	g.Eventually(func(g Gomega) {
+		for i := range n {
+			err := env.Client.Get(t.Context(), types.NamespacedName{Namespace: ns, Name: fmt.Sprintf("fd%d", i)}, &snsv1alpha1.FriendDeletion{})
+			g.Expect(apierrors.IsNotFound(err)).To(BeTrue(), "fd%d is deleted at the end of its retention: %v", i, err)
+		}
+		g.Expect(batchJobs(g, ns)).To(BeEmpty())
+	}).Should(Succeed())
+	g.Expect(posts.Load()).To(Equal(int32(n)))
+	g.Consistently(func() int { return counter.total() }).WithPolling(200 * time.Millisecond).Should(Equal(counter.total()))
+
+	perDeletion := func(parts ...string) float64 { return float64(counter.total(parts...)) / n }
+	t.Logf("writes of the manager for %d deletions:\n%s", n, counter)
+	t.Logf("writes per deletion: %.1f (frienddeletions/status %.1f, jobs %.1f, frienddeletions %.1f, events %.1f)",
+		perDeletion(), perDeletion("frienddeletions/status"), perDeletion(" jobs "), perDeletion(" frienddeletions "), perDeletion("events"))
+	g.Expect(counter.total("events")).To(BeNumerically("<=", 1))
+	g.Expect(counter.total("POST jobs 201")).To(Equal(1))
+	g.Expect(counter.total("DELETE jobs 200")).To(Equal(1), "the finished Job is deleted once")
+	g.Expect(counter.total("DELETE frienddeletions 200")).To(Equal(n))
+	g.Expect(counter.total("PATCH frienddeletions/status 200")).To(Equal(3 * n))
+	// Beyond those 4 per deletion, the Job's creation and deletion, and
+	// the config's status and Event.
+	g.Expect(counter.total()).To(Equal(4*n + 4))
+}

@@ -191,6 +191,7 @@ type SecretRef struct {
 // CleanupStep is one piece of cleanup work. It sets exactly one of job, http
 // or external.
 // +kubebuilder:validation:XValidation:rule="[has(self.job), has(self.http), has(self.external)].filter(x, x).size() == 1",message="a cleanup step sets exactly one of job, http or external"
+// +kubebuilder:validation:XValidation:rule="!has(self.batch) || has(self.job)",message="batch is only valid with job"
 type CleanupStep struct {
 	// name identifies the step in the FriendDeletion's status and in the
 	// names of what it creates. A DNS label of at most 40 characters.
@@ -200,7 +201,8 @@ type CleanupStep struct {
 	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`
 	Name string `json:"name"`
 
-	// job runs a batch/v1 Job from this template for each FriendDeletion.
+	// job runs a batch/v1 Job from this template for each FriendDeletion
+	// (for each group of them, with batch).
 	// The container gets the FriendDeletion's details through environment
 	// variables and a pairs file (see the README's Job contract). The pod
 	// template's restartPolicy must be Never (the default) or OnFailure, and
@@ -212,6 +214,13 @@ type CleanupStep struct {
 	// +kubebuilder:validation:XValidation:rule="!has(self.spec) || !has(self.spec.template.spec) || !has(self.spec.template.spec.restartPolicy) || self.spec.template.spec.restartPolicy in ['Never', 'OnFailure']",message="job.spec.template.spec.restartPolicy must be Never or OnFailure"
 	Job *batchv1.JobTemplateSpec `json:"job,omitempty"`
 
+	// batch, valid only with job, runs one Job for a group of this
+	// config's FriendDeletions that are ready for the step, instead of one
+	// Job each. The Job's pairs file then lists every member's pairs, each
+	// with its FriendDeletion's name (see the README's Job contract).
+	// +optional
+	Batch *JobBatch `json:"batch,omitempty"`
+
 	// http POSTs the FriendDeletion as JSON to a URL.
 	// +optional
 	HTTP *HTTPStep `json:"http,omitempty"`
@@ -220,6 +229,36 @@ type CleanupStep struct {
 	// step's name, does the work and reports the step's outcome.
 	// +optional
 	External *ExternalStep `json:"external,omitempty"`
+}
+
+// JobBatch says how a job step's FriendDeletions are grouped into Jobs. A
+// group forms as soon as it reaches maxDeletions or maxPairs, or once the
+// first of its FriendDeletions has waited maxWait.
+type JobBatch struct {
+	// maxDeletions is how many FriendDeletions one Job serves at most.
+	// 1 to 1000.
+	// +required
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=1000
+	MaxDeletions int32 `json:"maxDeletions"`
+
+	// maxPairs, when set, caps the pairs of one Job (the sum of its
+	// FriendDeletions' pairs). A FriendDeletion with more pairs than
+	// maxPairs gets a Job of its own. Unset: no cap but maxDeletions and
+	// the pairs file's size (1 MiB). 1 to 2000000.
+	// +optional
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=2000000
+	MaxPairs *int32 `json:"maxPairs,omitempty"`
+
+	// maxWait is how long the first FriendDeletion ready for the step waits
+	// for others before a Job starts with those there are. Counted from
+	// when it became ready: its creation for the first step, else the
+	// completion of the step before. 0s to 10m.
+	// +optional
+	// +kubebuilder:default="5s"
+	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('0s') && duration(self) <= duration('10m')",message="maxWait must be between 0s and 10m"
+	MaxWait *metav1.Duration `json:"maxWait,omitempty"`
 }
 
 // HTTPStep POSTs a JSON document describing the FriendDeletion to a URL.

@@ -115,6 +115,20 @@ func TestCallbackConfigValidation(t *testing.T) {
 		{"job ttlSecondsAfterFinished", func(c *snsv1alpha1.CallbackConfig) {
 			c.Spec.Cleanup[0].Job.Spec.TTLSecondsAfterFinished = ptr.To[int32](0)
 		}, []string{"spec.cleanup[0].job", "ttlSecondsAfterFinished is not allowed"}},
+		{"batch without job", func(c *snsv1alpha1.CallbackConfig) {
+			c.Spec.Cleanup[0].Job = nil
+			c.Spec.Cleanup[0].HTTP = &snsv1alpha1.HTTPStep{URL: "https://example.com/hook"}
+			c.Spec.Cleanup[0].Batch = &snsv1alpha1.JobBatch{MaxDeletions: 10}
+		}, []string{"spec.cleanup[0]", "batch is only valid with job"}},
+		{"batch maxDeletions over 1000", func(c *snsv1alpha1.CallbackConfig) {
+			c.Spec.Cleanup[0].Batch = &snsv1alpha1.JobBatch{MaxDeletions: 1001}
+		}, []string{"spec.cleanup[0].batch.maxDeletions", "should be less than or equal to 1000"}},
+		{"batch maxDeletions 0", func(c *snsv1alpha1.CallbackConfig) {
+			c.Spec.Cleanup[0].Batch = &snsv1alpha1.JobBatch{MaxDeletions: 0}
+		}, []string{"spec.cleanup[0].batch.maxDeletions", "should be greater than or equal to 1"}},
+		{"batch maxWait over 10m", func(c *snsv1alpha1.CallbackConfig) {
+			c.Spec.Cleanup[0].Batch = &snsv1alpha1.JobBatch{MaxDeletions: 10, MaxWait: &metav1.Duration{Duration: time.Hour}}
+		}, []string{"spec.cleanup[0].batch.maxWait", "maxWait must be between 0s and 10m"}},
 		{"bad CIDR", func(c *snsv1alpha1.CallbackConfig) { c.Spec.AllowedSourceCIDRs = []snsv1alpha1.CIDR{"10.0.0.300/8"} },
 			[]string{"spec.allowedSourceCIDRs[0]", "must be a CIDR"}},
 		{"maxClockSkew too large", func(c *snsv1alpha1.CallbackConfig) {
@@ -180,6 +194,7 @@ func TestCallbackConfigDefaults(t *testing.T) {
 			CABundleRef: &snsv1alpha1.ConfigMapKeyRef{Name: "backend-ca"}}})
 	// OnFailure is a restartPolicy a Job takes.
 	c.Spec.Cleanup[0].Job.Spec.Template.Spec.RestartPolicy = corev1.RestartPolicyOnFailure
+	c.Spec.Cleanup[0].Batch = &snsv1alpha1.JobBatch{MaxDeletions: 100}
 	g.Expect(env.Client.Create(t.Context(), c)).To(Succeed())
 
 	got := &snsv1alpha1.CallbackConfig{}
@@ -190,6 +205,7 @@ func TestCallbackConfigDefaults(t *testing.T) {
 	g.Expect(got.Spec.Cleanup[1].HTTP.Timeout.Duration).To(Equal(10 * time.Second))
 	g.Expect(got.Spec.Cleanup[1].HTTP.MaxAttempts).To(Equal(int32(5)))
 	g.Expect(got.Spec.Cleanup[1].HTTP.CABundleRef.Key).To(Equal("ca.crt"))
+	g.Expect(got.Spec.Cleanup[0].Batch.MaxWait.Duration).To(Equal(5 * time.Second))
 }
 
 func TestFriendDeletionValidation(t *testing.T) {

@@ -92,6 +92,9 @@ type app struct {
 	// verify, when set, is a fake IM REST API the config verifies pairs
 	// with (spec.verify), its secret key in the Secret <name>-im-key.
 	verify *imresttest.Server
+	// batch is the YAML of the purge step's batch, e.g.
+	// "{maxDeletions: 8}"; empty: one Job per FriendDeletion.
+	batch string
 }
 
 // create applies the Secret and the CallbackConfig and waits until the
@@ -101,6 +104,10 @@ func (a app) create(t *testing.T) {
 	annotations := "{}"
 	if a.failJob {
 		annotations = fmt.Sprintf("{%q: \"true\"}", cluster.FailAnnotation)
+	}
+	batch := ""
+	if a.batch != "" {
+		batch = "\n    batch: " + a.batch
 	}
 	retention := "  retention: {keepFinishedJobs: true}"
 	if a.retention != "" {
@@ -153,9 +160,9 @@ spec:
             containers:
             - name: purge
               image: busybox:1.37
-              command: ["sh", "-c", "cat \"$PAIRS_FILE\""]
+              command: ["sh", "-c", "cat \"$PAIRS_FILE\""]%[7]s
 %[6]s
-`, a.namespace, a.name, a.sdkAppID, a.token, annotations, retention))
+`, a.namespace, a.name, a.sdkAppID, a.token, annotations, retention, batch))
 
 	g := expectWithin(t)
 	g.Eventually(func(g Gomega) {

@@ -97,6 +97,8 @@ func TestRolesRunWithInstalledPermissions(t *testing.T) {
 		g.Expect(jobs.Items).To(ConsistOf(HaveField("ObjectMeta.Labels", HaveKeyWithValue(snsv1alpha1.LabelFriendDeletion, cms.Items[0].OwnerReferences[0].Name))))
 	}).WithTimeout(time.Minute).WithPolling(100 * time.Millisecond).Should(Succeed())
 
+	batchedJobRunsWithInstalledPermissions(t, env.Namespace(t))
+
 	// The receiver's batched counters reach the config's status too.
 	g.Eventually(func(g Gomega) {
 		got := &snsv1alpha1.CallbackConfig{}
@@ -244,6 +246,63 @@ func callbackToSucceeded(t *testing.T, receiverAddr, ns string) (string, *snsv1a
 	}).WithTimeout(time.Minute).WithPolling(100 * time.Millisecond).Should(Succeed())
 
 	return callbackURL, cfg
+}
+
+// batchedJobRunsWithInstalledPermissions runs two FriendDeletions of many
+// pairs through a batched job step: the controllers create one Job for
+// both, owned by both, with its pairs in a ConfigMap, and delete the Job
+// and the ConfigMap once both recorded the outcome.
+func batchedJobRunsWithInstalledPermissions(t *testing.T, ns string) {
+	t.Helper()
+	g := NewWithT(t)
+	cfg := &snsv1alpha1.CallbackConfig{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "batched"},
+		Spec: snsv1alpha1.CallbackConfigSpec{
+			SDKAppID: "1400000001",
+			Cleanup: []snsv1alpha1.CleanupStep{{
+				Name: "purge",
+				Job: &batchv1.JobTemplateSpec{Spec: batchv1.JobSpec{Template: corev1.PodTemplateSpec{Spec: corev1.PodSpec{
+					RestartPolicy: corev1.RestartPolicyNever,
+					Containers:    []corev1.Container{{Name: "purge", Image: "registry.example.com/purge:1"}},
+				}}}},
+				Batch: &snsv1alpha1.JobBatch{MaxDeletions: 2},
+			}},
+		},
+	}
+	g.Expect(env.Client.Create(t.Context(), cfg)).To(Succeed())
+	for _, name := range []string{"fd-a", "fd-b"} {
+		fd := &snsv1alpha1.FriendDeletion{
+			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
+			Spec:       snsv1alpha1.FriendDeletionSpec{ConfigName: "batched", SDKAppID: "1400000001", PairCount: 100, ReceivedAt: metav1.Now()},
+		}
+		for i := range 100 {
+			fd.Spec.Pairs = append(fd.Spec.Pairs, snsv1alpha1.FriendPair{From: name, To: fmt.Sprintf("friend-%03d", i)})
+		}
+		g.Expect(env.Client.Create(t.Context(), fd)).To(Succeed())
+	}
+	job := &batchv1.Job{}
+	g.Eventually(func(g Gomega) {
+		g.Expect(env.Client.Get(t.Context(), client.ObjectKey{Namespace: ns, Name: "fd-a-purge"}, job)).To(Succeed())
+		g.Expect(job.OwnerReferences).To(HaveLen(2))
+		var cms corev1.ConfigMapList
+		g.Expect(env.Client.List(t.Context(), &cms, client.InNamespace(ns))).To(Succeed())
+		g.Expect(cms.Items).To(ContainElement(HaveField("ObjectMeta.Name", "fd-a-purge-pairs")))
+	}).WithTimeout(time.Minute).WithPolling(100 * time.Millisecond).Should(Succeed())
+	completeJob(t, job)
+	g.Eventually(func(g Gomega) {
+		var list snsv1alpha1.FriendDeletionList
+		g.Expect(env.Client.List(t.Context(), &list, client.InNamespace(ns))).To(Succeed())
+		g.Expect(list.Items).To(HaveLen(2))
+		for _, fd := range list.Items {
+			g.Expect(fd.Status.Phase).To(Equal(snsv1alpha1.PhaseSucceeded))
+		}
+		var jobs batchv1.JobList
+		g.Expect(env.Client.List(t.Context(), &jobs, client.InNamespace(ns))).To(Succeed())
+		g.Expect(jobs.Items).To(BeEmpty())
+		var cms corev1.ConfigMapList
+		g.Expect(env.Client.List(t.Context(), &cms, client.InNamespace(ns), client.HasLabels{snsv1alpha1.LabelFriendDeletion})).To(Succeed())
+		g.Expect(cms.Items).To(BeEmpty())
+	}).WithTimeout(time.Minute).WithPolling(100 * time.Millisecond).Should(Succeed())
 }
 
 // scrape GETs /metrics over HTTPS (the pods' certificate is self-signed)
