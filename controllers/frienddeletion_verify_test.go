@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	. "github.com/onsi/gomega"
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -310,4 +311,54 @@ func TestVerifyConfigWithoutTheSecretRetries(t *testing.T) {
 	g.Expect(srv.Calls()).To(BeEmpty())
 	create(t, secret)
 	getJob(t, ns, "fd1-purge")
+}
+
+// TestVerifyBeforeJoiningABatch: with a batched job step, each deletion is
+// verified in its own reconcile before it may join a batch, even one whose
+// steps were not yet fixed when another's reconcile formed the batch: the
+// batch Job gets only the gone pairs, and a deletion whose pairs are all
+// still friendships joins no batch.
+func TestVerifyBeforeJoiningABatch(t *testing.T) {
+	ns := env.Namespace(t)
+	srv := fakeIM(t)
+	srv.MakeFriends("alice", "bob")
+	srv.MakeFriends("frank", "gina")
+	startManager(t, ns, testOptions())
+	cfg, secret := verifyingConfig(ns, "app", srv, testAppKey, batchJobStep("purge", 2, 0, 10*time.Minute))
+	cfg.Spec.Verify.RequestsPerSecond = 200
+	create(t, secret, cfg,
+		newFriendDeletion(ns, "fd1", "app", snsv1alpha1.FriendPair{From: "alice", To: "bob"}, snsv1alpha1.FriendPair{From: "alice", To: "carol"}),
+		newFriendDeletion(ns, "fd3", "app", snsv1alpha1.FriendPair{From: "frank", To: "gina"}),
+		newFriendDeletion(ns, "fd2", "app", snsv1alpha1.FriendPair{From: "dave", To: "erin"}))
+
+	t.Cleanup(func() {
+		if t.Failed() {
+			for _, n := range []string{"fd1", "fd2", "fd3"} {
+				fd := &snsv1alpha1.FriendDeletion{}
+				_ = env.Client.Get(context.Background(), nsName(ns, n), fd)
+				b, _ := json.Marshal(fd.Status)
+				t.Logf("status of %s: %s", n, b)
+			}
+		}
+	})
+	fd3 := waitForPhase(t, ns, "fd3", snsv1alpha1.PhaseSucceeded)
+	g := gt(t)
+	g.Expect(conditionOf(fd3, "Ready").Reason).To(Equal(snsv1alpha1.ReasonNothingToClean))
+	g.Expect(stepOf(g, fd3, "purge").JobName).To(BeEmpty())
+	var job batchv1.Job
+	g.Eventually(func(g Gomega) {
+		jobs := batchJobs(g, ns)
+		g.Expect(jobs).To(HaveLen(1))
+		for _, j := range jobs {
+			job = j
+		}
+	}).Should(Succeed())
+	f := batchFileOf(g, &job)
+	g.Expect(f.Deletions).To(ConsistOf("fd1", "fd2"))
+	g.Expect(f.Pairs).To(ConsistOf(
+		batchPair{FriendDeletion: "fd1", From: "alice", To: "carol"},
+		batchPair{FriendDeletion: "fd2", From: "dave", To: "erin"}))
+	for _, n := range []string{"fd1", "fd2"} {
+		g.Expect(getFD(g, ns, n).Status.Verification).NotTo(BeNil(), "%s was verified", n)
+	}
 }

@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"k8s.io/apimachinery/pkg/api/equality"
 	"slices"
 	"strconv"
 	"strings"
@@ -86,6 +87,10 @@ const (
 	// Running job steps record.
 	indexRunningJob = "status.steps.runningJob"
 )
+
+// batchReplanDelay is how soon a FriendDeletion plans its batch again
+// after the write that made it a candidate.
+const batchReplanDelay = 250 * time.Millisecond
 
 // batchRecheckDelay is how soon a member that recorded its batch Job's
 // outcome looks again whether every other member has, to delete the Job.
@@ -318,9 +323,17 @@ func (r *FriendDeletionReconciler) joinBatch(ctx context.Context, p *statusPatch
 		return ctrl.Result{RequeueAfter: r.conflictDelay()}, nil
 	}
 	if wait > 0 {
-		if len(p.base.Status.Steps) == 0 {
+		switch {
+		case onlyStepListNew(p, fd):
 			// The join writes the step list; waiting writes nothing.
 			deferStatus(ctx)
+		case batchCandidateKey(p.base) != batchCandidateKey(fd):
+			// This reconcile's write makes the FriendDeletion a
+			// candidate (its verification or its previous step just
+			// ended), so those planning at the same time could not see
+			// it: plan again once the write is stored, so that a batch
+			// full by then forms without waiting out maxWait.
+			wait = min(wait, batchReplanDelay)
 		}
 		ctrl.LoggerFrom(ctx).V(1).Info("waiting for the batch to fill", "wait", wait, "members", len(batch))
 		return ctrl.Result{RequeueAfter: wait}, nil
@@ -329,7 +342,7 @@ func (r *FriendDeletionReconciler) joinBatch(ctx context.Context, p *statusPatch
 	name := jobName(batch[0].name, st.Name)
 	members, err := r.writeMembers(ctx, p, fd, cfg, st.Name, name, batch, byName)
 	if err != nil || len(members) == 0 {
-		if err == nil && len(p.base.Status.Steps) == 0 {
+		if err == nil && onlyStepListNew(p, fd) {
 			deferStatus(ctx) // plan again, from newer objects
 		}
 		return ctrl.Result{RequeueAfter: r.conflictDelay()}, err
@@ -343,6 +356,14 @@ func (r *FriendDeletionReconciler) joinBatch(ctx context.Context, p *statusPatch
 	}
 	st = stepstatus.Find(fd, st.Name) // the write replaced fd's status
 	return r.finishBatchCreate(ctx, fd, st, spec.Job, name, members)
+}
+
+// onlyStepListNew reports whether all this reconcile would write is the
+// step list of a FriendDeletion seen for the first time, which joining a
+// batch writes anyway. A verification's answers are written at once: they
+// make the deletion a candidate for the others' batches.
+func onlyStepListNew(p *statusPatcher, fd *snsv1alpha1.FriendDeletion) bool {
+	return len(p.base.Status.Steps) == 0 && equality.Semantic.DeepEqual(p.base.Status.Verification, fd.Status.Verification)
 }
 
 // memberWrites is how many membership writes of one batch are in flight at
@@ -515,7 +536,10 @@ func (r *FriendDeletionReconciler) recordMembership(ctx context.Context, p *stat
 // steps are fixed from the config when they join.
 func (r *FriendDeletionReconciler) batchCandidates(ctx context.Context, fd *snsv1alpha1.FriendDeletion, cfg *snsv1alpha1.CallbackConfig, step string) ([]*snsv1alpha1.FriendDeletion, error) {
 	keys := []string{fd.Spec.ConfigName + "/" + step}
-	if len(cfg.Spec.Cleanup) > 0 && cfg.Spec.Cleanup[0].Name == step {
+	// Deletions not yet seen may join at the first step, their steps
+	// fixed as they join; not when the config verifies pairs, as each
+	// deletion is verified in its own reconcile before it may join.
+	if len(cfg.Spec.Cleanup) > 0 && cfg.Spec.Cleanup[0].Name == step && cfg.Spec.Verify == nil {
 		keys = append(keys, fd.Spec.ConfigName+"/")
 	}
 	out := []*snsv1alpha1.FriendDeletion{fd}
