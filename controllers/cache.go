@@ -39,6 +39,9 @@ func slimFriendDeletion(obj any) (any, error) {
 	if !ok {
 		return obj, nil
 	}
+	if isSummary(fd) {
+		return fd, nil // transformed already (the informer may transform twice)
+	}
 	if fd.Status.Phase.Finished() {
 		return finishedSummary(fd), nil
 	}
