@@ -35,8 +35,13 @@ func (b *bench) retainedPhase(ns string) error {
 	if b.dataDir != "" {
 		var have metav1.PartialObjectMetadataList
 		have.SetGroupVersionKind(snsv1alpha1.GroupVersion.WithKind("FriendDeletionList"))
-		if err := c.List(ctx, &have, client.InNamespace(ns)); err != nil {
-			return err
+		// The API server answers 429 while its cache of the stored
+		// objects fills.
+		listCtx, cancel := context.WithTimeout(ctx, 5*time.Minute)
+		err := poll(listCtx, func() (bool, error) { return c.List(listCtx, &have, client.InNamespace(ns)) == nil, nil })
+		cancel()
+		if err != nil {
+			return fmt.Errorf("listing the FriendDeletions in %s: %w", b.dataDir, err)
 		}
 		if len(have.Items) == b.retained {
 			fmt.Printf("retained: %d finished FriendDeletions found in %s, made by an earlier run\n", b.retained, b.dataDir)
