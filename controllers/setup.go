@@ -51,6 +51,10 @@ import (
 const (
 	// indexConfigName indexes FriendDeletions by spec.configName.
 	indexConfigName = "spec.configName"
+	// indexUnfinishedConfigName indexes the FriendDeletions that have not
+	// finished by spec.configName: a config's change concerns those
+	// alone, and they are few beside the retained finished ones.
+	indexUnfinishedConfigName = "unfinished.spec.configName"
 	// indexTokenSecret indexes CallbackConfigs by their token Secret's name.
 	indexTokenSecret = "spec.auth.tokenSecretRef.name"
 )
@@ -63,6 +67,9 @@ func SetupWithManager(mgr ctrl.Manager, opts Options) error {
 		return []string{o.(*snsv1alpha1.FriendDeletion).Spec.ConfigName}
 	}); err != nil {
 		return fmt.Errorf("indexing FriendDeletions by config: %w", err)
+	}
+	if err := mgr.GetFieldIndexer().IndexField(ctx, &snsv1alpha1.FriendDeletion{}, indexUnfinishedConfigName, unfinishedConfigName); err != nil {
+		return fmt.Errorf("indexing unfinished FriendDeletions by config: %w", err)
 	}
 	if err := mgr.GetFieldIndexer().IndexField(ctx, &snsv1alpha1.CallbackConfig{}, indexTokenSecret, func(o client.Object) []string {
 		if a := o.(*snsv1alpha1.CallbackConfig).Spec.Auth; a != nil {
@@ -144,11 +151,24 @@ func CacheByObject() map[client.Object]cache.ByObject {
 	}
 }
 
+// unfinishedConfigName is the indexUnfinishedConfigName of a FriendDeletion:
+// its config's name until it finishes, then none.
+func unfinishedConfigName(o client.Object) []string {
+	if fd := o.(*snsv1alpha1.FriendDeletion); !fd.Status.Phase.Finished() {
+		return []string{fd.Spec.ConfigName}
+	}
+	return nil
+}
+
 // unfinishedOfConfig maps a CallbackConfig to its FriendDeletions that have
 // not finished: a deleted config, or a changed step, changes what they do.
+// It reads them through indexUnfinishedConfigName, without copies: a
+// config seen at start-up, or changed, must not copy the tens of thousands
+// of finished ones its retention keeps.
 func (r *FriendDeletionReconciler) unfinishedOfConfig(ctx context.Context, o client.Object) []reconcile.Request {
 	var list snsv1alpha1.FriendDeletionList
-	if err := r.List(ctx, &list, client.InNamespace(o.GetNamespace()), client.MatchingFields{indexConfigName: o.GetName()}); err != nil {
+	if err := r.List(ctx, &list, client.InNamespace(o.GetNamespace()), client.MatchingFields{indexUnfinishedConfigName: o.GetName()},
+		client.UnsafeDisableDeepCopy); err != nil {
 		ctrl.LoggerFrom(ctx).Error(err, "listing FriendDeletions of a CallbackConfig", "config", o.GetName())
 		return nil
 	}

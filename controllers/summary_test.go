@@ -115,3 +115,26 @@ func TestFinishedFriendDeletionIsNeverWrittenFromItsSummary(t *testing.T) {
 	}).Should(MatchError(ContainSubstring("not found")))
 	g.Expect(counter.total("frienddeletions/status")).To(Equal(statusWrites))
 }
+
+// TestUnfinishedOfConfig: a config's change wakes its unfinished
+// FriendDeletions only, found through their own index.
+func TestUnfinishedOfConfig(t *testing.T) {
+	var objs []client.Object
+	for name, phase := range map[string]snsv1alpha1.Phase{
+		"new": "", "pending": snsv1alpha1.PhasePending, "running": snsv1alpha1.PhaseRunning,
+		"succeeded": snsv1alpha1.PhaseSucceeded, "failed": snsv1alpha1.PhaseFailed,
+	} {
+		fd := newFriendDeletion("ns", name, "app")
+		fd.Status.Phase = phase
+		objs = append(objs, fd)
+	}
+	objs = append(objs, newFriendDeletion("ns", "other-config", "other"), newFriendDeletion("elsewhere", "other-namespace", "app"))
+	c := fake.NewClientBuilder().WithScheme(env.Scheme).WithObjects(objs...).
+		WithIndex(&snsv1alpha1.FriendDeletion{}, indexUnfinishedConfigName, unfinishedConfigName).Build()
+	r := &FriendDeletionReconciler{Client: c}
+	var got []string
+	for _, req := range r.unfinishedOfConfig(context.Background(), newConfig("ns", "app")) {
+		got = append(got, req.Name)
+	}
+	gt(t).Expect(got).To(ConsistOf("new", "pending", "running"))
+}
