@@ -133,9 +133,11 @@ func SetupWithManager(mgr ctrl.Manager, opts Options) error {
 // reconcilers read of them: a cached Job has no pod template (spec.template
 // is empty) and a cached ConfigMap no data. Read those from the API server
 // (mgr.GetAPIReader()) if you need them. managedFields are stripped too.
-// Cached FriendDeletions keep every field but share their repeated strings
-// and labels maps (see slimFriendDeletion), as a manager holds every
-// retained one. Pass it as cache.Options.ByObject.
+// A manager holds every retained FriendDeletion: a finished one is cached
+// as its summary (metadata, spec.configName, phase, times, each step's
+// name, type, phase and jobName; no pairs, messages or conditions), an
+// unfinished one whole; both share their repeated strings and labels maps
+// (see slimFriendDeletion). Pass it as cache.Options.ByObject.
 func CacheByObject() map[client.Object]cache.ByObject {
 	owned, err := labels.NewRequirement(snsv1alpha1.LabelFriendDeletion, selection.Exists, nil)
 	if err != nil {
@@ -145,8 +147,8 @@ func CacheByObject() map[client.Object]cache.ByObject {
 	return map[client.Object]cache.ByObject{
 		&batchv1.Job{}:      {Label: sel, Transform: slimJob},
 		&corev1.ConfigMap{}: {Label: sel, Transform: slimConfigMap},
-		// Every FriendDeletion is cached, finished ones until their
-		// retention ends; see slimFriendDeletion.
+		// Every FriendDeletion is cached, finished ones (as summaries)
+		// until their retention ends; see slimFriendDeletion.
 		&snsv1alpha1.FriendDeletion{}: {Transform: slimFriendDeletion},
 	}
 }
