@@ -85,6 +85,9 @@ type benchOptions struct {
 	// dataDir, when set, is etcd's data directory, kept after the run, so
 	// that a later retained run finds its FriendDeletions made already.
 	dataDir string
+	// maxSucceeded, when not negative, is the config's
+	// retention.maxSucceeded in the retained runs.
+	maxSucceeded int
 	// baselineRef, when set, is a git revision whose manager each
 	// retained run also measures, first, over the same FriendDeletions.
 	baselineRef string
@@ -106,6 +109,7 @@ func main() {
 	flag.StringVar(&o.baselineRef, "baseline-ref", "", "with -retained, also build the manager at this git revision and measure it first in each run, as the baseline")
 	flag.BoolVar(&o.objectSize, "object-size", false, "instead of the rounds, measure the bytes stored for one retained one-pair deletion (with -baseline-ref, for that revision too)")
 	flag.StringVar(&o.dataDir, "data-dir", "", "with -retained, etcd's data directory, kept after the run: a later run with the same directory and -retained count reuses the FriendDeletions instead of creating them again")
+	flag.IntVar(&o.maxSucceeded, "retention-max-succeeded", -1, "with -retained, set the config's retention.maxSucceeded to this (count retention sweeps at start-up); negative leaves it unset")
 	flag.DurationVar(&o.steadyWait, "steady-wait", 30*time.Second, "with -retained, how long after the reconciler is quiet to read the manager's steady RSS")
 	flag.Parse()
 	o.managerArgs = strings.Fields(*managerArgs)

@@ -99,6 +99,11 @@ func (b *bench) retainedPhase(ns string) error {
 // measureRetainedRuns measures the manager (and the baseline's) once per
 // -manager-env over the retained FriendDeletions in ns.
 func (b *bench) measureRetainedRuns(ns string) error {
+	if b.maxSucceeded >= 0 {
+		if err := b.setMaxSucceeded(ns); err != nil {
+			return err
+		}
+	}
 	runs := b.managerRuns
 	if len(runs) == 0 {
 		runs = []string{""}
@@ -346,4 +351,23 @@ func delta(before, after map[string]float64, prefix string) float64 {
 		}
 	}
 	return d
+}
+
+// setMaxSucceeded sets the config's retention.maxSucceeded to
+// -retention-max-succeeded, so that each finished FriendDeletion's
+// reconcile may sweep the config's finished ones for count retention.
+func (b *bench) setMaxSucceeded(ns string) error {
+	ctx := context.Background()
+	cfg := &snsv1alpha1.CallbackConfig{}
+	if err := b.env.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: "app"}, cfg); err != nil {
+		return err
+	}
+	patch := client.MergeFrom(cfg.DeepCopy())
+	limit := int32(b.maxSucceeded)
+	cfg.Spec.Retention.MaxSucceeded = &limit
+	if err := b.env.Client.Patch(ctx, cfg, patch); err != nil {
+		return fmt.Errorf("setting retention.maxSucceeded: %w", err)
+	}
+	fmt.Printf("retained: the config's retention.maxSucceeded is %d\n", limit)
+	return b.settle()
 }
