@@ -50,6 +50,15 @@ func retainedFriendDeletion(name string) *snsv1alpha1.FriendDeletion {
 	}
 }
 
+// runningFriendDeletion is retainedFriendDeletion before its last step
+// finished: phase Running, no completionTime.
+func runningFriendDeletion(name string) *snsv1alpha1.FriendDeletion {
+	fd := retainedFriendDeletion(name)
+	fd.Status.Phase, fd.Status.CompletionTime = snsv1alpha1.PhaseRunning, nil
+	fd.Status.Steps[2].Phase, fd.Status.Steps[2].CompletionTime = snsv1alpha1.PhaseRunning, nil
+	return fd
+}
+
 // decoded is fd as the cache gets it: decoded from the API server's JSON,
 // every string its own copy.
 func decoded(t *testing.T, fd *snsv1alpha1.FriendDeletion) *snsv1alpha1.FriendDeletion {
@@ -65,8 +74,8 @@ func decoded(t *testing.T, fd *snsv1alpha1.FriendDeletion) *snsv1alpha1.FriendDe
 	return out
 }
 
-func TestSlimFriendDeletionKeepsEveryFieldButManagedFields(t *testing.T) {
-	in := decoded(t, retainedFriendDeletion("fd-1"))
+func TestSlimFriendDeletionKeepsEveryFieldOfAnUnfinishedOneButManagedFields(t *testing.T) {
+	in := decoded(t, runningFriendDeletion("fd-1"))
 	want := in.DeepCopy()
 	want.ManagedFields = nil
 	got, err := slimFriendDeletion(in)
@@ -79,7 +88,7 @@ func TestSlimFriendDeletionKeepsEveryFieldButManagedFields(t *testing.T) {
 }
 
 func TestSlimFriendDeletionSharesRepeatedStrings(t *testing.T) {
-	a, b := decoded(t, retainedFriendDeletion("fd-1")), decoded(t, retainedFriendDeletion("fd-2"))
+	a, b := decoded(t, runningFriendDeletion("fd-1")), decoded(t, runningFriendDeletion("fd-2"))
 	if _, err := slimFriendDeletion(a); err != nil {
 		t.Fatal(err)
 	}
@@ -114,7 +123,7 @@ func TestSlimFriendDeletionSharesRepeatedStrings(t *testing.T) {
 	if _, ok := b.Labels["changed"]; ok {
 		t.Error("a deep copy's labels write through to another cached FriendDeletion")
 	}
-	other := decoded(t, retainedFriendDeletion("fd-3"))
+	other := decoded(t, runningFriendDeletion("fd-3"))
 	other.Labels[snsv1alpha1.LabelConfig] = "another"
 	if _, err := slimFriendDeletion(other); err != nil {
 		t.Fatal(err)
@@ -133,5 +142,68 @@ func TestSlimFriendDeletionLeavesOtherKindsAlone(t *testing.T) {
 	got, err := slimFriendDeletion(job)
 	if err != nil || got != any(job) || len(job.ManagedFields) != 1 {
 		t.Errorf("slimFriendDeletion(Job) = %v, %v; want the Job untouched", got, err)
+	}
+}
+
+func TestSlimFriendDeletionKeepsTheSummaryOfAFinishedOne(t *testing.T) {
+	for _, phase := range []snsv1alpha1.Phase{snsv1alpha1.PhaseSucceeded, snsv1alpha1.PhaseFailed} {
+		t.Run(string(phase), func(t *testing.T) {
+			full := retainedFriendDeletion("fd-1")
+			full.Status.Phase = phase
+			del := metav1.NewTime(full.CreationTimestamp.Add(time.Hour))
+			full.DeletionTimestamp, full.Finalizers = &del, []string{"example.com/hold"}
+			full.OwnerReferences = []metav1.OwnerReference{{APIVersion: "v1", Kind: "ConfigMap", Name: "owner", UID: "owner-uid"}}
+			got, err := slimFriendDeletion(decoded(t, full))
+			if err != nil {
+				t.Fatal(err)
+			}
+			summary := got.(*snsv1alpha1.FriendDeletion)
+			want := &snsv1alpha1.FriendDeletion{
+				ObjectMeta: metav1.ObjectMeta{
+					Namespace: "im", Name: "fd-1", UID: full.UID, ResourceVersion: "42", Generation: 1,
+					CreationTimestamp: full.CreationTimestamp, DeletionTimestamp: &del,
+					Labels:          full.Labels,
+					Annotations:     map[string]string{"note": "kept", summaryAnnotation: "true"},
+					OwnerReferences: full.OwnerReferences, Finalizers: full.Finalizers,
+				},
+				Spec: snsv1alpha1.FriendDeletionSpec{ConfigName: "app", SDKAppID: "1400000001", PairCount: 1, ReceivedAt: full.Spec.ReceivedAt},
+				Status: snsv1alpha1.FriendDeletionStatus{
+					ObservedGeneration: 1, Phase: phase, CompletionTime: full.Status.CompletionTime,
+					Steps: []snsv1alpha1.StepStatus{
+						{Name: "purge", Type: snsv1alpha1.StepTypeJob, Phase: snsv1alpha1.PhaseSucceeded, Attempts: 1, JobName: "fd-1-purge"},
+						{Name: "notify", Type: snsv1alpha1.StepTypeHTTP, Phase: snsv1alpha1.PhaseSucceeded, Attempts: 1},
+						{Name: "audit", Type: snsv1alpha1.StepTypeExternal, Phase: snsv1alpha1.PhaseSucceeded},
+					},
+				},
+			}
+			if !equality.Semantic.DeepEqual(summary, want) {
+				t.Errorf("summary:\ngot  %+v\nwant %+v", summary, want)
+			}
+			if !isSummary(summary) || isSummary(full) {
+				t.Errorf("isSummary: %v for the summary, %v for the full object", isSummary(summary), isSummary(full))
+			}
+			// The informer may transform an object twice; a summary of a
+			// summary is the same summary.
+			again, err := slimFriendDeletion(summary.DeepCopy())
+			if err != nil || !equality.Semantic.DeepEqual(again, want) {
+				t.Errorf("summary of the summary: %+v, %v", again, err)
+			}
+		})
+	}
+}
+
+func TestSlimFriendDeletionSummariesShareTheirAnnotations(t *testing.T) {
+	a, b := decoded(t, retainedFriendDeletion("fd-1")), decoded(t, retainedFriendDeletion("fd-2"))
+	a.Annotations, b.Annotations = nil, nil
+	sa, _ := slimFriendDeletion(a)
+	sb, _ := slimFriendDeletion(b)
+	pa, pb := sa.(*snsv1alpha1.FriendDeletion).Annotations, sb.(*snsv1alpha1.FriendDeletion).Annotations
+	if reflect.ValueOf(pa).UnsafePointer() != reflect.ValueOf(pb).UnsafePointer() {
+		t.Error("two summaries without annotations of their own hold two annotations maps")
+	}
+	c := sa.(*snsv1alpha1.FriendDeletion).DeepCopy()
+	c.Annotations["changed"] = "yes"
+	if _, ok := pb["changed"]; ok {
+		t.Error("a deep copy's annotations write through to another summary")
 	}
 }

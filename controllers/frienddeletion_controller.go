@@ -88,6 +88,9 @@ func (r *FriendDeletionReconciler) Reconcile(ctx context.Context, req ctrl.Reque
 	if !fd.DeletionTimestamp.IsZero() {
 		return ctrl.Result{}, nil
 	}
+	if fd.Status.Phase.Finished() {
+		return r.reconcileFinished(ctx, fd)
+	}
 
 	patcher := newStatusPatcher(r.Client, fd)
 	patcher.onWrite = func(before, after *snsv1alpha1.FriendDeletion) { r.emit(after, before, after) }
@@ -107,10 +110,6 @@ func (r *FriendDeletionReconciler) Reconcile(ctx context.Context, req ctrl.Reque
 		}
 	}()
 
-	if fd.Status.Phase.Finished() {
-		r.jobDeletions().forget(req.NamespacedName)
-		return ctrl.Result{}, nil
-	}
 	cfg, err := r.getConfig(ctx, fd)
 	if err != nil {
 		return ctrl.Result{}, err
@@ -123,6 +122,21 @@ func (r *FriendDeletionReconciler) Reconcile(ctx context.Context, req ctrl.Reque
 		return res, err
 	}
 	return r.reconcileSteps(ctx, patcher, fd, cfg)
+}
+
+// reconcileFinished applies the retention to a finished FriendDeletion and
+// deletes its finished Jobs. It writes no status: the reconcile that
+// finished it wrote the last one, and fd may be the cache's summary of it
+// (see finishedSummary), which holds the step list and times but no
+// messages or conditions.
+func (r *FriendDeletionReconciler) reconcileFinished(ctx context.Context, fd *snsv1alpha1.FriendDeletion) (ctrl.Result, error) {
+	r.jobDeletions().forget(client.ObjectKeyFromObject(fd))
+	res, err := r.reconcileRetention(ctx, fd)
+	if err != nil {
+		return res, err
+	}
+	jobs, err := r.deleteFinishedJobs(ctx, fd, nil, false)
+	return minResult(res, jobs), err
 }
 
 // finish runs at the end of every reconcile: unless a step deferred it, it

@@ -1,10 +1,15 @@
 package controllers
 
 import (
+	"context"
 	"testing"
 	"time"
 
+	. "github.com/onsi/gomega"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/clock"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	snsv1alpha1 "github.com/imcallback/friend-deletion-operator/api/v1alpha1"
 )
@@ -13,8 +18,8 @@ func TestFriendDeletionStats(t *testing.T) {
 	now := time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
 	ago := func(d time.Duration) metav1.Time { return metav1.NewTime(now.Add(-d)) }
 	at := func(d time.Duration) *metav1.Time { t := ago(d); return &t }
-	fd := func(ns, config string, phase snsv1alpha1.Phase, created time.Duration, completed *metav1.Time) snsv1alpha1.FriendDeletion {
-		return snsv1alpha1.FriendDeletion{
+	fd := func(ns, config string, phase snsv1alpha1.Phase, created time.Duration, completed *metav1.Time) *snsv1alpha1.FriendDeletion {
+		return &snsv1alpha1.FriendDeletion{
 			ObjectMeta: metav1.ObjectMeta{Namespace: ns, CreationTimestamp: ago(created)},
 			Spec:       snsv1alpha1.FriendDeletionSpec{ConfigName: config},
 			Status:     snsv1alpha1.FriendDeletionStatus{Phase: phase, CompletionTime: completed},
@@ -24,7 +29,7 @@ func TestFriendDeletionStats(t *testing.T) {
 	shortRetention.Spec.Retention.Succeeded = &metav1.Duration{Duration: time.Hour}
 	idle := snsv1alpha1.CallbackConfig{ObjectMeta: metav1.ObjectMeta{Namespace: "chat", Name: "idle"}}
 
-	stats := frienddeletionStats([]snsv1alpha1.CallbackConfig{shortRetention, idle}, []snsv1alpha1.FriendDeletion{
+	stats := frienddeletionStats([]snsv1alpha1.CallbackConfig{shortRetention, idle}, []*snsv1alpha1.FriendDeletion{
 		fd("chat", "app", "", time.Minute, nil),                                     // not reconciled yet: Pending
 		fd("chat", "app", snsv1alpha1.PhasePending, 5*time.Minute, nil),             // the oldest Pending
 		fd("chat", "app", snsv1alpha1.PhaseRunning, 2*time.Hour, nil),               // the oldest Running
@@ -65,4 +70,60 @@ func TestFriendDeletionStats(t *testing.T) {
 	if len(stats) != 3 {
 		t.Errorf("stats for %d configs, want 3", len(stats))
 	}
+}
+
+// TestCollectorReadsTheStoreInPlace: with a cache of every namespace, the
+// collector reads the FriendDeletion informer's store without copying an
+// object, and counts what a list through the cache counts.
+func TestCollectorReadsTheStoreInPlace(t *testing.T) {
+	ns := env.Namespace(t)
+	g := gt(t)
+	create(t, newConfig(ns, "app", httpStep("notify", "http://sink.example/", 1)))
+	for name, phase := range map[string]snsv1alpha1.Phase{"a": snsv1alpha1.PhaseRunning, "b": snsv1alpha1.PhaseSucceeded, "c": snsv1alpha1.PhaseSucceeded} {
+		fd := newFriendDeletion(ns, name, "app")
+		create(t, fd)
+		fd.Status.Phase = phase
+		if phase.Finished() {
+			fd.Status.CompletionTime = &metav1.Time{Time: time.Now()}
+		}
+		g.Expect(env.Client.Status().Update(t.Context(), fd)).To(Succeed())
+	}
+	c, err := cache.New(env.Config, cache.Options{Scheme: env.Scheme, ByObject: CacheByObject()})
+	g.Expect(err).NotTo(HaveOccurred())
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	go func() { _ = c.Start(ctx) }()
+	g.Expect(c.WaitForCacheSync(ctx)).To(BeTrue())
+
+	inPlace := &frienddeletionCollector{reader: c, cache: c, clock: clock.RealClock{}}
+	listed := &frienddeletionCollector{reader: c, clock: clock.RealClock{}}
+	var configs snsv1alpha1.CallbackConfigList
+	g.Expect(c.List(ctx, &configs, client.InNamespace(ns))).To(Succeed())
+	g.Eventually(func(g Gomega) {
+		now := time.Now()
+		first, err := inPlace.frienddeletions(ctx)
+		g.Expect(err).NotTo(HaveOccurred())
+		stats := frienddeletionStats(configs.Items, first, now)[configKey{ns, "app"}]
+		g.Expect(stats.count).To(Equal(map[snsv1alpha1.Phase]int{snsv1alpha1.PhaseRunning: 1, snsv1alpha1.PhaseSucceeded: 2}))
+		again, err := inPlace.frienddeletions(ctx)
+		g.Expect(err).NotTo(HaveOccurred())
+		g.Expect(samePointers(first, again)).To(BeTrue(), "two scrapes see the same cached objects, not copies")
+		viaList, err := listed.frienddeletions(ctx)
+		g.Expect(err).NotTo(HaveOccurred())
+		g.Expect(frienddeletionStats(configs.Items, viaList, now)[configKey{ns, "app"}]).To(Equal(stats))
+	}).Should(Succeed())
+}
+
+// samePointers reports whether a and b hold the same objects, by address.
+func samePointers(a, b []*snsv1alpha1.FriendDeletion) bool {
+	seen := make(map[*snsv1alpha1.FriendDeletion]bool, len(a))
+	for _, fd := range a {
+		seen[fd] = true
+	}
+	for _, fd := range b {
+		if !seen[fd] {
+			return false
+		}
+	}
+	return len(a) == len(b) && len(a) > 0
 }

@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"context"
+	"fmt"
 
 	"k8s.io/apimachinery/pkg/api/equality"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -34,6 +35,12 @@ func newStatusPatcher(c client.Client, fd *snsv1alpha1.FriendDeletion) *statusPa
 // Patch writes fd's status if it changed. On success fd holds the API
 // server's answer and becomes the new base.
 func (p *statusPatcher) Patch(ctx context.Context, fd *snsv1alpha1.FriendDeletion) error {
+	if isSummary(p.base) || isSummary(fd) {
+		// A summary lacks most of the status: a patch computed from it
+		// would erase what it lacks. Reaching here is a bug.
+		return fmt.Errorf("refusing to write the status of FriendDeletion %s/%s from the cache's summary of it: read it from the API server",
+			fd.Namespace, fd.Name)
+	}
 	if equality.Semantic.DeepEqual(p.base.Status, fd.Status) {
 		return nil
 	}

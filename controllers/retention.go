@@ -110,8 +110,11 @@ func (r *FriendDeletionReconciler) reconcileCountRetention(ctx context.Context, 
 	r.sweeps.last[key] = now
 	r.sweeps.mu.Unlock()
 
+	// Read only, without deep copies: a sweep sees every retained
+	// FriendDeletion of the config, tens of thousands at start-up.
 	var list snsv1alpha1.FriendDeletionList
-	if err := r.List(ctx, &list, client.InNamespace(fd.Namespace), client.MatchingFields{indexConfigName: fd.Spec.ConfigName}); err != nil {
+	if err := r.List(ctx, &list, client.InNamespace(fd.Namespace), client.MatchingFields{indexConfigName: fd.Spec.ConfigName},
+		client.UnsafeDisableDeepCopy); err != nil {
 		return ctrl.Result{}, fmt.Errorf("listing FriendDeletions of config %s: %w", fd.Spec.ConfigName, err)
 	}
 	finished := make([]*snsv1alpha1.FriendDeletion, 0, len(list.Items))

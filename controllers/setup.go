@@ -52,6 +52,10 @@ import (
 const (
 	// indexConfigName indexes FriendDeletions by spec.configName.
 	indexConfigName = "spec.configName"
+	// indexUnfinishedConfigName indexes the FriendDeletions that have not
+	// finished by spec.configName: a config's change concerns those
+	// alone, and they are few beside the retained finished ones.
+	indexUnfinishedConfigName = "unfinished.spec.configName"
 	// indexTokenSecret indexes CallbackConfigs by their token Secret's name.
 	indexTokenSecret = "spec.auth.tokenSecretRef.name"
 	// indexVerifySecret indexes CallbackConfigs by their secret key's
@@ -80,6 +84,9 @@ func SetupWithManager(mgr ctrl.Manager, opts Options) error {
 		return runningJobs(o.(*snsv1alpha1.FriendDeletion))
 	}); err != nil {
 		return fmt.Errorf("indexing FriendDeletions by their running Jobs: %w", err)
+	}
+	if err := mgr.GetFieldIndexer().IndexField(ctx, &snsv1alpha1.FriendDeletion{}, indexUnfinishedConfigName, unfinishedConfigName); err != nil {
+		return fmt.Errorf("indexing unfinished FriendDeletions by config: %w", err)
 	}
 	if err := mgr.GetFieldIndexer().IndexField(ctx, &snsv1alpha1.CallbackConfig{}, indexTokenSecret, func(o client.Object) []string {
 		if a := o.(*snsv1alpha1.CallbackConfig).Spec.Auth; a != nil {
@@ -162,9 +169,11 @@ func SetupWithManager(mgr ctrl.Manager, opts Options) error {
 // reconcilers read of them: a cached Job has no pod template (spec.template
 // is empty) and a cached ConfigMap no data. Read those from the API server
 // (mgr.GetAPIReader()) if you need them. managedFields are stripped too.
-// Cached FriendDeletions keep every field but share their repeated strings
-// and labels maps (see slimFriendDeletion), as a manager holds every
-// retained one. Pass it as cache.Options.ByObject.
+// A manager holds every retained FriendDeletion: a finished one is cached
+// as its summary (metadata, spec.configName, phase, times, each step's
+// name, type, phase and jobName; no pairs, messages or conditions), an
+// unfinished one whole; both share their repeated strings and labels maps
+// (see slimFriendDeletion). Pass it as cache.Options.ByObject.
 func CacheByObject() map[client.Object]cache.ByObject {
 	owned, err := labels.NewRequirement(snsv1alpha1.LabelFriendDeletion, selection.Exists, nil)
 	if err != nil {
@@ -174,17 +183,30 @@ func CacheByObject() map[client.Object]cache.ByObject {
 	return map[client.Object]cache.ByObject{
 		&batchv1.Job{}:      {Label: sel, Transform: slimJob},
 		&corev1.ConfigMap{}: {Label: sel, Transform: slimConfigMap},
-		// Every FriendDeletion is cached, finished ones until their
-		// retention ends; see slimFriendDeletion.
+		// Every FriendDeletion is cached, finished ones (as summaries)
+		// until their retention ends; see slimFriendDeletion.
 		&snsv1alpha1.FriendDeletion{}: {Transform: slimFriendDeletion},
 	}
 }
 
+// unfinishedConfigName is the indexUnfinishedConfigName of a FriendDeletion:
+// its config's name until it finishes, then none.
+func unfinishedConfigName(o client.Object) []string {
+	if fd := o.(*snsv1alpha1.FriendDeletion); !fd.Status.Phase.Finished() {
+		return []string{fd.Spec.ConfigName}
+	}
+	return nil
+}
+
 // unfinishedOfConfig maps a CallbackConfig to its FriendDeletions that have
 // not finished: a deleted config, or a changed step, changes what they do.
+// It reads them through indexUnfinishedConfigName, without copies: a
+// config seen at start-up, or changed, must not copy the tens of thousands
+// of finished ones its retention keeps.
 func (r *FriendDeletionReconciler) unfinishedOfConfig(ctx context.Context, o client.Object) []reconcile.Request {
 	var list snsv1alpha1.FriendDeletionList
-	if err := r.List(ctx, &list, client.InNamespace(o.GetNamespace()), client.MatchingFields{indexConfigName: o.GetName()}); err != nil {
+	if err := r.List(ctx, &list, client.InNamespace(o.GetNamespace()), client.MatchingFields{indexUnfinishedConfigName: o.GetName()},
+		client.UnsafeDisableDeepCopy); err != nil {
 		ctrl.LoggerFrom(ctx).Error(err, "listing FriendDeletions of a CallbackConfig", "config", o.GetName())
 		return nil
 	}

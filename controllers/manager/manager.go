@@ -115,6 +115,8 @@ func (o *Options) BindFlags(fs *flag.FlagSet) {
 	o.Metrics.BindFlags(fs)
 	fs.StringVar(&o.Manager.HealthProbeBindAddress, "health-probe-bind-address", o.Manager.HealthProbeBindAddress,
 		"Address of /healthz and /readyz.")
+	fs.StringVar(&o.Manager.PprofBindAddress, "pprof-bind-address", o.Manager.PprofBindAddress,
+		"Address of Go's profiling endpoints (/debug/pprof/), plain HTTP without authentication; empty or 0 serves none. For diagnosis: bind it to 127.0.0.1 and port-forward.")
 	fs.BoolVar(&o.Manager.LeaderElection, "leader-elect", o.Manager.LeaderElection,
 		"Elect a leader among replicas to run the controllers. The receiver runs on every replica; --role=receiver refuses this flag.")
 	fs.StringVar(&o.Manager.LeaderElectionNamespace, "leader-election-namespace", o.Manager.LeaderElectionNamespace,

@@ -2,7 +2,9 @@
 // turns a burst of FriendDeletions into Jobs, against the raw client-go
 // ceiling of creating the same Jobs directly, on one control plane, and the
 // manager's peak memory; with -retained, the manager's memory when many
-// finished FriendDeletions are retained (see retainedPhase).
+// finished FriendDeletions are retained (see retainedPhase); with
+// -object-size, the bytes stored per retained deletion (see
+// objectSizePhase).
 //
 // It starts its own kube-apiserver and etcd (controllers/testenv, so
 // KUBEBUILDER_ASSETS or K8S_ASSETS must name them), builds the manager from
@@ -10,6 +12,7 @@
 //
 //	go run ./hack/bench-controllers -n 5000 -rounds 5
 //	go run ./hack/bench-controllers -retained 50000
+//	go run ./hack/bench-controllers -object-size
 //
 // Each round has two phases, run one after the other so that both see the
 // same machine:
@@ -61,6 +64,7 @@ import (
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 
 	snsv1alpha1 "github.com/imcallback/friend-deletion-operator/api/v1alpha1"
@@ -75,6 +79,15 @@ type benchOptions struct {
 	retained    int
 	steadyWait  time.Duration
 	managerRuns []string
+	// objectSize, when set, runs the object size phase alone (see
+	// objectSizePhase).
+	objectSize bool
+	// dataDir, when set, is etcd's data directory, kept after the run, so
+	// that a later retained run finds its FriendDeletions made already.
+	dataDir string
+	// maxSucceeded, when not negative, is the config's
+	// retention.maxSucceeded in the retained runs.
+	maxSucceeded int
 	// baselineRef, when set, is a git revision whose manager each
 	// retained run also measures, first, over the same FriendDeletions.
 	baselineRef string
@@ -94,6 +107,9 @@ func main() {
 	})
 	flag.IntVar(&o.retained, "retained", 0, "instead of the rounds, measure the manager's memory with this many finished FriendDeletions retained")
 	flag.StringVar(&o.baselineRef, "baseline-ref", "", "with -retained, also build the manager at this git revision and measure it first in each run, as the baseline")
+	flag.BoolVar(&o.objectSize, "object-size", false, "instead of the rounds, measure the bytes stored for one retained one-pair deletion (with -baseline-ref, for that revision too)")
+	flag.StringVar(&o.dataDir, "data-dir", "", "with -retained, etcd's data directory, kept after the run: a later run with the same directory and -retained count reuses the FriendDeletions instead of creating them again")
+	flag.IntVar(&o.maxSucceeded, "retention-max-succeeded", -1, "with -retained, set the config's retention.maxSucceeded to this (count retention sweeps at start-up); negative leaves it unset")
 	flag.DurationVar(&o.steadyWait, "steady-wait", 30*time.Second, "with -retained, how long after the reconciler is quiet to read the manager's steady RSS")
 	flag.Parse()
 	o.managerArgs = strings.Fields(*managerArgs)
@@ -145,7 +161,11 @@ func run(o benchOptions) error {
 	}
 
 	fmt.Println("starting kube-apiserver and etcd")
-	if b.env, err = testenv.Start(); err != nil {
+	var envOpts []testenv.Option
+	if o.dataDir != "" {
+		envOpts = append(envOpts, func(e *envtest.Environment) { e.ControlPlane.Etcd = &envtest.Etcd{DataDir: o.dataDir} })
+	}
+	if b.env, err = testenv.Start(envOpts...); err != nil {
 		return err
 	}
 	defer func() { _ = b.env.Stop() }()
@@ -162,6 +182,9 @@ func run(o benchOptions) error {
 	fmt.Printf("machine: %d CPUs, load average before: %s\n", runtime.NumCPU(), loadavg())
 	if o.retained > 0 {
 		return b.retainedPhase("retained")
+	}
+	if o.objectSize {
+		return b.objectSizePhase()
 	}
 
 	var results []roundResult
