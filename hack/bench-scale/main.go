@@ -12,8 +12,8 @@
 //     FriendDeletion seen Succeeded;
 //   - API writes per deletion by resource and in total, all clients
 //     (controller-manager, scheduler, kwok, the operator), from the API
-//     server's apiserver_request_total (verbs CREATE, UPDATE, PATCH,
-//     DELETE, DELETECOLLECTION, APPLY), the difference between just before
+//     server's apiserver_request_total (verbs POST, PUT, PATCH, DELETE,
+//     DELETECOLLECTION, APPLY), the difference between just before
 //     the first callback and once the cluster is quiet again;
 //   - bytes stored per retained deletion: the JSON size of every object the
 //     run left in the namespace (FriendDeletions, Jobs, Pods, ConfigMaps,
@@ -39,6 +39,9 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/go-logr/logr/funcr"
+	ctrl "sigs.k8s.io/controller-runtime"
 )
 
 // flags are the command line.
@@ -88,6 +91,12 @@ func main() {
 		fmt.Fprintln(os.Stderr, "bench-scale:", err)
 		os.Exit(2)
 	}
+	// The FriendDeletion watch logs through controller-runtime: errors only.
+	ctrl.SetLogger(funcr.New(func(prefix, args string) {
+		if strings.Contains(args, `"error"`) {
+			fmt.Fprintln(os.Stderr, prefix, args)
+		}
+	}, funcr.Options{}))
 	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer cancel()
 	if err := run(ctx, f); err != nil {
@@ -124,7 +133,7 @@ func (f *flags) validate() error {
 }
 
 func run(ctx context.Context, f flags) error {
-	fmt.Printf("bench-scale: %d callbacks per config at %g/s (at most %d in flight), etcd %s, configs %s\n",
+	fmt.Printf("bench-scale: %d callbacks per config at %g/s (at most %d in flight), etcd: %s, configs %s\n",
 		f.n, f.rate, f.concurrency, fsyncWord(f.etcdFsync), strings.Join(f.configs, ", "))
 	fmt.Printf("machine: %d CPUs, %s, load average %s\n", runtime.NumCPU(), runtime.Version(), loadAvg())
 

@@ -16,9 +16,10 @@ import (
 	"k8s.io/client-go/kubernetes"
 )
 
-// writeVerbs are the verbs of apiserver_request_total that write: POST is
-// CREATE, PUT is UPDATE, a server-side apply is APPLY.
-var writeVerbs = map[string]bool{"CREATE": true, "UPDATE": true, "PATCH": true, "DELETE": true, "DELETECOLLECTION": true, "APPLY": true}
+// writeVerbs are the verbs of apiserver_request_total that write (the
+// metric names them by HTTP method: POST creates, PUT updates; a
+// server-side apply is APPLY).
+var writeVerbs = map[string]bool{"POST": true, "PUT": true, "PATCH": true, "DELETE": true, "DELETECOLLECTION": true, "APPLY": true}
 
 // background are resources written on a clock, not per deletion: kwok's node
 // Lease and status, the controllers' leader-election Lease. They are shown

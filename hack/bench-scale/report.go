@@ -85,7 +85,7 @@ func (w writes) total1(res string) float64 {
 
 // printComparison prints the configs side by side with the targets.
 func printComparison(results []*result, f flags) {
-	fmt.Printf("\n=== side by side: %d callbacks per config at %g/s, etcd %s, a fresh cluster per config\n", f.n, f.rate, fsyncWord(f.etcdFsync))
+	fmt.Printf("\n=== side by side: %d callbacks per config at %g/s, etcd: %s, a fresh cluster per config\n", f.n, f.rate, fsyncWord(f.etcdFsync))
 	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 3, ' ', 0)
 	header := "figure"
 	for _, r := range results {
@@ -129,7 +129,7 @@ func printComparison(results []*result, f flags) {
 		return fmt.Sprintf("%.2f (%s)", r.writesPerDeletion(), verdict(r.writesPerDeletion() <= limit))
 	})
 	row("  of which Jobs created", "", func(r *result) string {
-		return fmt.Sprintf("%.0f (%.3f per deletion)", r.writes["jobs"]["CREATE"], r.writes["jobs"]["CREATE"]/r.deletions())
+		return fmt.Sprintf("%.0f (%.3f per deletion)", r.writes["jobs"]["POST"], r.writes["jobs"]["POST"]/r.deletions())
 	})
 	row("bytes stored per deletion", "<= 4 KB", func(r *result) string {
 		return fmt.Sprintf("%s (%s)", kb(r.storedPerDeletion()), verdict(r.storedPerDeletion() <= targetStoredBytes))
@@ -163,7 +163,7 @@ func verdict(met bool) string {
 
 // kb formats bytes as KB (1024) or MB.
 func kb(b float64) string {
-	if b >= 10*mib || b <= -10*mib {
+	if b >= mib || b <= -mib {
 		return fmt.Sprintf("%.1f MB", b/mib)
 	}
 	return fmt.Sprintf("%.2f KB", b/1024)

@@ -79,7 +79,7 @@ func runConfig(ctx context.Context, f flags, name string) (res *result, retErr e
 		}
 	}()
 
-	fmt.Printf("\n=== %s: starting a local cluster in %s (etcd %s)\n", name, dir, fsyncWord(f.etcdFsync))
+	fmt.Printf("\n=== %s: starting a local cluster in %s (etcd: %s)\n", name, dir, fsyncWord(f.etcdFsync))
 	s.local, err = cluster.Start(ctx, cluster.Options{Dir: dir, AssetsDir: f.assets, Out: prefixed(name), EtcdFsync: f.etcdFsync})
 	if err != nil {
 		return nil, err
@@ -87,7 +87,11 @@ func runConfig(ctx context.Context, f flags, name string) (res *result, retErr e
 	if s.cs, err = kubernetes.NewForConfig(s.local.Config); err != nil {
 		return nil, err
 	}
-	if s.cl, err = client.New(s.local.Config, client.Options{Scheme: testenv.Scheme()}); err != nil {
+	scheme := testenv.Scheme()
+	if err := apiextensionsv1.AddToScheme(scheme); err != nil {
+		return nil, err
+	}
+	if s.cl, err = client.New(s.local.Config, client.Options{Scheme: scheme}); err != nil {
 		return nil, err
 	}
 	if err := s.setUp(ctx); err != nil {
