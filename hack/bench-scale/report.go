@@ -65,9 +65,23 @@ func (r *result) print() {
 		if s.objects > 0 {
 			each = float64(s.bytes) / float64(s.objects)
 		}
-		fmt.Fprintf(tw, "  %s\t%d objects\t%s each\t%s per deletion\n", s.kind, s.objects, kb(each), kb(float64(s.bytes)/n))
+		mf := ""
+		if s.bytes > 0 {
+			mf = fmt.Sprintf("managedFields %.0f%%", 100*float64(s.managedFields)/float64(s.bytes))
+		}
+		fmt.Fprintf(tw, "  %s\t%d objects\t%s each\t%s per deletion\t%s\n", s.kind, s.objects, kb(each), kb(float64(s.bytes)/n), mf)
 	}
 	_ = tw.Flush()
+	for _, s := range r.stored {
+		var reasons []string
+		for reason := range s.reasons {
+			reasons = append(reasons, reason)
+		}
+		sort.Strings(reasons)
+		for _, reason := range reasons {
+			fmt.Printf("    Event %s: %d (%.2f per deletion)\n", reason, s.reasons[reason], float64(s.reasons[reason])/n)
+		}
+	}
 	fmt.Printf("  etcd database grew %s (%s per deletion), in use %s (%s per deletion); history not yet compacted included\n",
 		kb(r.etcdDelta.total), kb(r.etcdDelta.total/n), kb(r.etcdDelta.inUse), kb(r.etcdDelta.inUse/n))
 	fmt.Printf("manager peak RSS (VmHWM): controllers %.0f MiB, receiver %.0f MiB\n", float64(r.hwm["controllers"])/mib, float64(r.hwm["receiver"])/mib)

@@ -30,6 +30,10 @@ type stored struct {
 	kind    string
 	objects int
 	bytes   int64
+	// managedFields is the part of bytes in metadata.managedFields.
+	managedFields int64
+	// reasons counts Events by "<reporting component> <reason>".
+	reasons map[string]int
 }
 
 // storedObjects lists every object of storedKinds in the namespace but
@@ -63,6 +67,17 @@ func storedObjects(ctx context.Context, cfg *rest.Config, before map[string]bool
 				}
 				st.objects++
 				st.bytes += int64(len(data))
+				if mf, ok := l.Items[i].Object["metadata"].(map[string]any)["managedFields"]; ok {
+					if data, err := json.Marshal(mf); err == nil {
+						st.managedFields += int64(len(data))
+					}
+				}
+				if k.name == "Events" {
+					if st.reasons == nil {
+						st.reasons = map[string]int{}
+					}
+					st.reasons[eventSource(l.Items[i].Object)+" "+fmt.Sprint(l.Items[i].Object["reason"])]++
+				}
 			}
 			if opts.Continue = l.GetContinue(); opts.Continue == "" {
 				break
@@ -91,4 +106,17 @@ func objectNames(ctx context.Context, cfg *rest.Config) (map[string]bool, error)
 		}
 	}
 	return names, nil
+}
+
+// eventSource is the component that reported an Event.
+func eventSource(ev map[string]any) string {
+	if c, ok := ev["reportingComponent"].(string); ok && c != "" {
+		return c
+	}
+	if src, ok := ev["source"].(map[string]any); ok {
+		if c, ok := src["component"].(string); ok && c != "" {
+			return c
+		}
+	}
+	return "unknown"
 }
