@@ -64,7 +64,7 @@ func main() {
 	var f flags
 	var configs string
 	flag.IntVar(&f.n, "n", 5000, "callbacks to send per config, one pair each, distinct accounts")
-	flag.Float64Var(&f.rate, "rate", 100, "callbacks per second (open loop: each leaves on schedule unless -concurrency are in flight)")
+	flag.Float64Var(&f.rate, "rate", 200, "callbacks per second (open loop: each leaves on schedule unless -concurrency are in flight); end-to-end deletions/s cannot exceed it, so keep it above what the config can do")
 	flag.IntVar(&f.concurrency, "concurrency", 32, "callbacks in flight at most")
 	flag.StringVar(&configs, "configs", "unbatched,batched", "configs to run, in order, each on a fresh cluster: unbatched (a job step and an http step), batched (the same with -batch on the job step)")
 	flag.StringVar(&f.batchRaw, "batch", `{"maxDeletions":1000,"maxWait":"5s"}`, "the job step's `batch` block in the batched config, as JSON (fields maxDeletions, maxPairs, maxWait)")

@@ -37,6 +37,10 @@ func (r *result) print() {
 	}
 	fmt.Printf("deletions: %d Succeeded, %d Failed of %d; first callback to last finished %s: %.2f deletions/s end to end%s\n",
 		r.succeeded, r.failed, r.ok, r.elapsed.Round(time.Millisecond), r.rate(), incomplete)
+	fmt.Printf("  the last deletion finished %s after the last callback was answered\n", (r.elapsed - r.sendTook).Round(time.Millisecond))
+	if r.rate() >= 0.9*float64(r.sent)/r.sendTook.Seconds() {
+		fmt.Printf("  deletions kept up with the callbacks: raise -rate to find the limit\n")
+	}
 	fmt.Printf("http sink: %d requests, %d distinct Idempotency-Keys\n", r.sinkReqs, r.sinkKeys)
 
 	fmt.Printf("API writes per deletion, all clients (apiserver_request_total, %d deletions): %.2f\n", r.ok, r.writesPerDeletion())
@@ -135,6 +139,7 @@ func printComparison(results []*result, f flags) {
 		}
 		return cell
 	})
+	row("  callbacks sent per second", "", func(r *result) string { return fmt.Sprintf("%.1f", float64(r.sent)/r.sendTook.Seconds()) })
 	row("API writes per deletion", fmt.Sprintf("unbatched <= %d, batched <= %d", targetWritesUnbatched, targetWritesBatched), func(r *result) string {
 		limit := float64(targetWritesUnbatched)
 		if r.config == configBatched {
