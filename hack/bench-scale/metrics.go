@@ -36,14 +36,25 @@ func scrapeWrites(ctx context.Context, cs kubernetes.Interface) (writes, error) 
 	if err != nil {
 		return nil, fmt.Errorf("reading the API server's /metrics: %w", err)
 	}
-	families, err := parseMetrics(bytes.NewReader(raw))
+	w, err := writesFrom(bytes.NewReader(raw))
 	if err != nil {
 		return nil, fmt.Errorf("parsing the API server's /metrics: %w", err)
+	}
+	return w, nil
+}
+
+// writesFrom sums the writes of apiserver_request_total in a Prometheus
+// text exposition by resource[/subresource] and verb, over every other
+// label (code, scope, group, version, component).
+func writesFrom(r io.Reader) (writes, error) {
+	families, err := parseMetrics(r)
+	if err != nil {
+		return nil, err
 	}
 	w := writes{}
 	mf := families["apiserver_request_total"]
 	if mf == nil {
-		return nil, fmt.Errorf("the API server's /metrics has no apiserver_request_total")
+		return nil, fmt.Errorf("no apiserver_request_total")
 	}
 	for _, m := range mf.GetMetric() {
 		labels := map[string]string{}
