@@ -79,6 +79,11 @@ func runConfig(ctx context.Context, f flags, name string) (res *result, retErr e
 		}
 	}()
 
+	// The FriendDeletion watch and the sender end with the config, before
+	// its cluster stops.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+
 	fmt.Printf("\n=== %s: starting a local cluster in %s (etcd: %s)\n", name, dir, fsyncWord(f.etcdFsync))
 	s.local, err = cluster.Start(ctx, cluster.Options{Dir: dir, AssetsDir: f.assets, Out: prefixed(name), EtcdFsync: f.etcdFsync})
 	if err != nil {
