@@ -71,6 +71,14 @@ func (p *Process) Start() error {
 	return nil
 }
 
+// Pid is the process's id, 0 before Start.
+func (p *Process) Pid() int {
+	if p.cmd == nil || p.cmd.Process == nil {
+		return 0
+	}
+	return p.cmd.Process.Pid
+}
+
 // Done is closed when the process has exited.
 func (p *Process) Done() <-chan struct{} { return p.done }
 
