@@ -65,6 +65,9 @@ func writesFrom(r io.Reader) (writes, error) {
 		if !writeVerbs[verb] {
 			continue
 		}
+		if c := labels["code"]; c != "" && !strings.HasPrefix(c, "2") {
+			verb += " " + c // refused writes count too, apart
+		}
 		key := labels["resource"]
 		if sub := labels["subresource"]; sub != "" {
 			key += "/" + sub

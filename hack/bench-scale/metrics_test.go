@@ -27,7 +27,8 @@ etcd_requests_total{operation="create",type="pods"} 1000
 		res, verb string
 		want      float64
 	}{
-		{"pods", "POST", 12}, // every code counts: a refused write is a request too
+		{"pods", "POST", 10},
+		{"pods", "POST 409", 2}, // a refused write is a request too, counted apart
 		{"pods/status", "PATCH", 7},
 		{"jobs/status", "PUT", 3},
 		{"leases", "PUT", 50},
@@ -45,7 +46,7 @@ etcd_requests_total{operation="create",type="pods"} 1000
 		t.Errorf("total with background = %g, want 72", got)
 	}
 
-	later := writes{"pods": {"POST": 15}, "pods/status": {"PATCH": 7}, "jobs": {"POST": 1}}
+	later := writes{"pods": {"POST": 13, "POST 409": 2}, "pods/status": {"PATCH": 7}, "jobs": {"POST": 1}}
 	d := later.since(w)
 	if len(d) != 2 || d["pods"]["POST"] != 3 || d["jobs"]["POST"] != 1 {
 		t.Errorf("since = %v, want pods POST 3 and jobs POST 1 only", d)
