@@ -20,6 +20,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -93,7 +94,13 @@ func (r *FriendDeletionReconciler) reconcileHTTPStep(ctx context.Context, p *sta
 		timeout = spec.Timeout.Duration
 	}
 	if !flights.start(key, cfgKey, time.Now().Add(timeout)) {
-		// The config has as many requests in flight as it may.
+		// The config has as many requests in flight as it may. What this
+		// reconcile found (the step before's outcome, say) is written
+		// with the claim once a slot is free: one write, not two. Not a
+		// verification's answers, which are written at once.
+		if equality.Semantic.DeepEqual(p.base.Status.Verification, fd.Status.Verification) {
+			deferStatus(ctx)
+		}
 		return ctrl.Result{RequeueAfter: time.Second + rand.N(time.Second)}, nil
 	}
 

@@ -257,3 +257,54 @@ func TestWritesPerDeletionBatched(t *testing.T) {
 	// the config's status and Event.
 	g.Expect(counter.total()).To(Equal(4*n + 4))
 }
+
+// TestWritesPerDeletionWhileSendsAreFull: a deletion whose http step finds
+// every send slot of its config taken records the step before's outcome
+// with its attempt's claim once a slot is free, not in a write of its own.
+func TestWritesPerDeletionWhileSendsAreFull(t *testing.T) {
+	const n = 3
+	ns := env.Namespace(t)
+	release := make(chan struct{})
+	var posts atomic.Int32
+	sink := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if posts.Add(1) == 1 {
+			<-release // the first request holds the only slot
+		}
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	defer sink.Close()
+	var once sync.Once
+	free := func() { once.Do(func() { close(release) }) }
+	defer free() // before Close, which waits for the held request
+
+	counter := &writeCounter{counts: map[string]int{}}
+	opts := testOptions()
+	opts.HTTPConcurrencyPerConfig = 1
+	startManagerOn(t, counter.wrap(env.Config), ns, opts)
+	cfg := newConfig(ns, "app", jobStep("purge"), httpStep("notify", sink.URL, 3))
+	cfg.Spec.Retention.Succeeded = &metav1.Duration{Duration: time.Hour}
+	create(t, cfg)
+	for i := range n {
+		create(t, newFriendDeletion(ns, fmt.Sprintf("fd%d", i), "app"))
+	}
+	setJobStatus(t, getJob(t, ns, "fd0-purge"), "complete")
+	g := gt(t)
+	g.Eventually(posts.Load).Should(Equal(int32(1)), "fd0's request holds the slot")
+	for i := 1; i < n; i++ {
+		setJobStatus(t, getJob(t, ns, fmt.Sprintf("fd%d-purge", i)), "complete")
+	}
+	// The others find the slot taken until the first request is answered.
+	g.Consistently(func(g Gomega) {
+		for i := 1; i < n; i++ {
+			g.Expect(stepOf(g, getFD(g, ns, fmt.Sprintf("fd%d", i)), "purge").Phase).To(Equal(snsv1alpha1.PhaseRunning))
+		}
+	}).WithTimeout(3 * time.Second).Should(Succeed())
+	free()
+	for i := range n {
+		waitForPhase(t, ns, fmt.Sprintf("fd%d", i), snsv1alpha1.PhaseSucceeded)
+	}
+	g.Consistently(func() int { return counter.total() }).WithPolling(200 * time.Millisecond).Should(Equal(counter.total()))
+	t.Logf("writes of the manager for %d deletions:\n%s", n, counter)
+	// The intent, the Job's outcome with the claim, the http outcome.
+	g.Expect(counter.total("PATCH frienddeletions/status 200")).To(Equal(3 * n))
+}
