@@ -93,15 +93,17 @@ func (r *FriendDeletionReconciler) reconcileHTTPStep(ctx context.Context, p *sta
 	if spec.Timeout != nil && spec.Timeout.Duration > 0 {
 		timeout = spec.Timeout.Duration
 	}
-	if !flights.start(key, cfgKey, time.Now().Add(timeout)) {
-		// The config has as many requests in flight as it may. What this
-		// reconcile found (the step before's outcome, say) is written
-		// with the claim once a slot is free: one write, not two. Not a
-		// verification's answers, which are written at once.
+	if !flights.start(key, cfgKey, time.Now().Add(timeout), client.ObjectKeyFromObject(fd)) {
+		// The config has as many requests in flight as it may: the
+		// FriendDeletion waits in line and is woken when a slot frees
+		// (the requeue is a fallback). What this reconcile found (the
+		// step before's outcome, say) is written with the claim then:
+		// one write, not two. Not a verification's answers, which are
+		// written at once.
 		if equality.Semantic.DeepEqual(p.base.Status.Verification, fd.Status.Verification) {
 			deferStatus(ctx)
 		}
-		return ctrl.Result{RequeueAfter: time.Second + rand.N(time.Second)}, nil
+		return ctrl.Result{RequeueAfter: 5*time.Second + rand.N(5*time.Second)}, nil
 	}
 
 	// Claim the attempt.
@@ -113,7 +115,7 @@ func (r *FriendDeletionReconciler) reconcileHTTPStep(ctx context.Context, p *sta
 	}
 	summarize(fd, now)
 	if err := p.Patch(ctx, fd); err != nil {
-		flights.done(key, cfgKey)
+		r.freeSlot(key, cfgKey)
 		if apierrors.IsConflict(err) {
 			ctrl.LoggerFrom(ctx).V(1).Info("http step attempt already claimed or status stale; not sending", "attempt", attempt)
 			return ctrl.Result{}, nil
@@ -126,7 +128,7 @@ func (r *FriendDeletionReconciler) reconcileHTTPStep(ctx context.Context, p *sta
 	// the manager cancels the request (the attempt then counts as spent).
 	claimed, spec := fd.DeepCopy(), spec.DeepCopy()
 	go func() {
-		defer flights.done(key, cfgKey)
+		defer r.freeSlot(key, cfgKey)
 		r.sendHTTPAttempt(ctx, claimed, spec, name, attempt, maxAttempts)
 	}()
 	return ctrl.Result{RequeueAfter: timeout + 5*time.Second}, nil
@@ -400,7 +402,11 @@ type httpSends struct {
 	limit     int
 	steps     map[string]time.Time // idempotency key -> request deadline
 	perConfig map[string]int       // namespace/config -> requests in flight
-	clients   map[[32]byte]*http.Client
+	// waiting holds, per namespace/config, the FriendDeletions that found
+	// no slot free, in the order they asked; queued is the same set.
+	waiting map[string][]types.NamespacedName
+	queued  map[types.NamespacedName]bool
+	clients map[[32]byte]*http.Client
 }
 
 // httpFlights returns the reconciler's httpSends, made on first use.
@@ -410,6 +416,8 @@ func (r *FriendDeletionReconciler) httpFlights() *httpSends {
 			limit:     max(r.Options.HTTPConcurrencyPerConfig, 1),
 			steps:     map[string]time.Time{},
 			perConfig: map[string]int{},
+			waiting:   map[string][]types.NamespacedName{},
+			queued:    map[types.NamespacedName]bool{},
 			clients:   map[[32]byte]*http.Client{},
 		}
 	})
@@ -425,11 +433,19 @@ func (s *httpSends) sending(step string) (time.Time, bool) {
 }
 
 // start takes a slot of the config for the step, or reports false when the
-// step is still in flight or the config has no slot free.
-func (s *httpSends) start(step, config string, deadline time.Time) bool {
+// step is still in flight or the config has no slot free; then who waits in
+// line for one (see done).
+func (s *httpSends) start(step, config string, deadline time.Time, who types.NamespacedName) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if _, busy := s.steps[step]; busy || s.perConfig[config] >= s.limit {
+	if _, busy := s.steps[step]; busy {
+		return false
+	}
+	if s.perConfig[config] >= s.limit {
+		if !s.queued[who] {
+			s.queued[who] = true
+			s.waiting[config] = append(s.waiting[config], who)
+		}
 		return false
 	}
 	s.steps[step] = deadline
@@ -437,13 +453,34 @@ func (s *httpSends) start(step, config string, deadline time.Time) bool {
 	return true
 }
 
-// done frees the slot start took.
-func (s *httpSends) done(step, config string) {
+// done frees the slot start took, and returns the first FriendDeletion
+// waiting for one of the config's slots, if any, now out of line.
+func (s *httpSends) done(step, config string) (types.NamespacedName, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	delete(s.steps, step)
 	if s.perConfig[config]--; s.perConfig[config] <= 0 {
 		delete(s.perConfig, config)
+	}
+	line := s.waiting[config]
+	if len(line) == 0 {
+		return types.NamespacedName{}, false
+	}
+	next := line[0]
+	if len(line) == 1 {
+		delete(s.waiting, config)
+	} else {
+		s.waiting[config] = line[1:]
+	}
+	delete(s.queued, next)
+	return next, true
+}
+
+// freeSlot frees a send slot and wakes the FriendDeletion first in line
+// for it.
+func (r *FriendDeletionReconciler) freeSlot(step, config string) {
+	if next, ok := r.httpFlights().done(step, config); ok {
+		r.wakeUp(next.Namespace, next.Name)
 	}
 }
 

@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"fmt"
+	"k8s.io/apimachinery/pkg/types"
 	"net/http"
 	"testing"
 	"time"
@@ -82,17 +83,28 @@ func TestNextAttemptWait(t *testing.T) {
 
 func TestHTTPSendsBoundPerConfig(t *testing.T) {
 	g := NewWithT(t)
-	s := &httpSends{limit: 2, steps: map[string]time.Time{}, perConfig: map[string]int{}}
+	s := &httpSends{limit: 2, steps: map[string]time.Time{}, perConfig: map[string]int{},
+		waiting: map[string][]types.NamespacedName{}, queued: map[types.NamespacedName]bool{}}
 	d := time.Now()
-	g.Expect(s.start("uid1/a", "ns/app", d)).To(BeTrue())
-	g.Expect(s.start("uid1/a", "ns/app", d)).To(BeFalse(), "the same step is in flight")
-	g.Expect(s.start("uid2/a", "ns/app", d)).To(BeTrue())
-	g.Expect(s.start("uid3/a", "ns/app", d)).To(BeFalse(), "the config has no slot left")
-	g.Expect(s.start("uid4/a", "ns/other", d)).To(BeTrue(), "another config has its own slots")
+	fd := func(n string) types.NamespacedName { return types.NamespacedName{Namespace: "ns", Name: n} }
+	g.Expect(s.start("uid1/a", "ns/app", d, fd("fd1"))).To(BeTrue())
+	g.Expect(s.start("uid1/a", "ns/app", d, fd("fd1"))).To(BeFalse(), "the same step is in flight")
+	g.Expect(s.start("uid2/a", "ns/app", d, fd("fd2"))).To(BeTrue())
+	g.Expect(s.start("uid3/a", "ns/app", d, fd("fd3"))).To(BeFalse(), "the config has no slot left")
+	g.Expect(s.start("uid5/a", "ns/app", d, fd("fd5"))).To(BeFalse())
+	g.Expect(s.start("uid3/a", "ns/app", d, fd("fd3"))).To(BeFalse(), "asking again keeps its place in line")
+	g.Expect(s.start("uid4/a", "ns/other", d, fd("fd4"))).To(BeTrue(), "another config has its own slots")
 	_, ok := s.sending("uid1/a")
 	g.Expect(ok).To(BeTrue())
-	s.done("uid1/a", "ns/app")
+	next, ok := s.done("uid1/a", "ns/app")
+	g.Expect(ok).To(BeTrue())
+	g.Expect(next).To(Equal(fd("fd3")), "the first in line is woken")
 	_, ok = s.sending("uid1/a")
 	g.Expect(ok).To(BeFalse())
-	g.Expect(s.start("uid3/a", "ns/app", d)).To(BeTrue())
+	g.Expect(s.start("uid3/a", "ns/app", d, fd("fd3"))).To(BeTrue())
+	next, ok = s.done("uid2/a", "ns/app")
+	g.Expect(ok).To(BeTrue())
+	g.Expect(next).To(Equal(fd("fd5")))
+	_, ok = s.done("uid3/a", "ns/app")
+	g.Expect(ok).To(BeFalse(), "nobody left in line")
 }
