@@ -46,6 +46,21 @@ func batchJobs(g Gomega, ns string) map[string]batchv1.Job {
 	return out
 }
 
+// onlyBatchJob waits until the namespace has exactly one batch Job, and
+// returns it.
+func onlyBatchJob(t *testing.T, ns string) batchv1.Job {
+	t.Helper()
+	var job batchv1.Job
+	gt(t).Eventually(func(g Gomega) {
+		jobs := batchJobs(g, ns)
+		g.Expect(jobs).To(HaveLen(1))
+		for _, j := range jobs {
+			job = j
+		}
+	}).Should(Succeed())
+	return job
+}
+
 // batchFileOf reads a batch Job's pairs file, inline or from its ConfigMap.
 func batchFileOf(g Gomega, job *batchv1.Job) batchFile {
 	raw, ok := job.Spec.Template.Annotations[PairsAnnotation]
@@ -90,14 +105,7 @@ func TestBatchFormsByMaxDeletions(t *testing.T) {
 		create(t, newFriendDeletion(ns, n, "app", pairs(2, n)...))
 	}
 	g := gt(t)
-	var job batchv1.Job
-	g.Eventually(func(g Gomega) {
-		jobs := batchJobs(g, ns)
-		g.Expect(jobs).To(HaveLen(1))
-		for _, j := range jobs {
-			job = j
-		}
-	}).Should(Succeed())
+	job := onlyBatchJob(t, ns)
 	g.Expect(job.Name).To(Equal("fd1-purge"), "named after its first member")
 	g.Expect(ownerNames(&job)).To(Equal([]string{"fd1", "fd2", "fd3"}))
 	for _, ref := range job.OwnerReferences {

@@ -345,14 +345,7 @@ func TestVerifyBeforeJoiningABatch(t *testing.T) {
 	g := gt(t)
 	g.Expect(conditionOf(fd3, "Ready").Reason).To(Equal(snsv1alpha1.ReasonNothingToClean))
 	g.Expect(stepOf(g, fd3, "purge").JobName).To(BeEmpty())
-	var job batchv1.Job
-	g.Eventually(func(g Gomega) {
-		jobs := batchJobs(g, ns)
-		g.Expect(jobs).To(HaveLen(1))
-		for _, j := range jobs {
-			job = j
-		}
-	}).Should(Succeed())
+	job := onlyBatchJob(t, ns)
 	f := batchFileOf(g, &job)
 	g.Expect(f.Deletions).To(ConsistOf("fd1", "fd2"))
 	g.Expect(f.Pairs).To(ConsistOf(

@@ -145,8 +145,7 @@ func TestWritesPerDeletion(t *testing.T) {
 		}
 	}).Should(Succeed())
 	g.Expect(posts.Load()).To(Equal(int32(n)))
-	// Let anything still in flight arrive before reading the counts.
-	g.Consistently(func() int { return counter.total() }).WithPolling(200 * time.Millisecond).Should(Equal(counter.total()))
+	counter.settle(g)
 
 	perDeletion := func(parts ...string) float64 { return float64(counter.total(parts...)) / n }
 	t.Logf("writes of the manager for %d deletions:\n%s", n, counter)
@@ -198,7 +197,7 @@ func TestWritesPerVerifiedDeletion(t *testing.T) {
 		gt(t).Expect(conditionOf(fd, "Ready").Reason).To(Equal(snsv1alpha1.ReasonNothingToClean))
 	}
 	g := gt(t)
-	g.Consistently(func() int { return counter.total() }).WithPolling(200 * time.Millisecond).Should(Equal(counter.total()))
+	counter.settle(g)
 	t.Logf("writes of the manager for %d verified deletions of each kind:\n%s", n, counter)
 	g.Expect(counter.total("POST jobs 201")).To(Equal(n), "no Job for a pair still friends")
 	g.Expect(counter.total("PATCH frienddeletions/status 200")).To(Equal(2*n + n))
@@ -242,7 +241,7 @@ func TestWritesPerDeletionBatched(t *testing.T) {
 		g.Expect(batchJobs(g, ns)).To(BeEmpty())
 	}).Should(Succeed())
 	g.Expect(posts.Load()).To(Equal(int32(n)))
-	g.Consistently(func() int { return counter.total() }).WithPolling(200 * time.Millisecond).Should(Equal(counter.total()))
+	counter.settle(g)
 
 	perDeletion := func(parts ...string) float64 { return float64(counter.total(parts...)) / n }
 	t.Logf("writes of the manager for %d deletions:\n%s", n, counter)
@@ -303,8 +302,14 @@ func TestWritesPerDeletionWhileSendsAreFull(t *testing.T) {
 	for i := range n {
 		waitForPhase(t, ns, fmt.Sprintf("fd%d", i), snsv1alpha1.PhaseSucceeded)
 	}
-	g.Consistently(func() int { return counter.total() }).WithPolling(200 * time.Millisecond).Should(Equal(counter.total()))
+	counter.settle(g)
 	t.Logf("writes of the manager for %d deletions:\n%s", n, counter)
 	// The intent, the Job's outcome with the claim, the http outcome.
 	g.Expect(counter.total("PATCH frienddeletions/status 200")).To(Equal(3 * n))
+}
+
+// settle waits until no write has come for a while, so that anything still
+// in flight is counted before the counts are read.
+func (c *writeCounter) settle(g Gomega) {
+	g.Consistently(func() int { return c.total() }).WithPolling(200 * time.Millisecond).Should(Equal(c.total()))
 }
