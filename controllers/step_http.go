@@ -20,7 +20,6 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -100,7 +99,7 @@ func (r *FriendDeletionReconciler) reconcileHTTPStep(ctx context.Context, p *sta
 		// step before's outcome, say) is written with the claim then:
 		// one write, not two. Not a verification's answers, which are
 		// written at once.
-		if equality.Semantic.DeepEqual(p.base.Status.Verification, fd.Status.Verification) {
+		if !verificationUnwritten(p, fd) {
 			deferStatus(ctx)
 		}
 		return ctrl.Result{RequeueAfter: 5*time.Second + rand.N(5*time.Second)}, nil

@@ -7,7 +7,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"k8s.io/apimachinery/pkg/api/equality"
 	"slices"
 	"strconv"
 	"strings"
@@ -363,7 +362,7 @@ func (r *FriendDeletionReconciler) joinBatch(ctx context.Context, p *statusPatch
 // batch writes anyway. A verification's answers are written at once: they
 // make the deletion a candidate for the others' batches.
 func onlyStepListNew(p *statusPatcher, fd *snsv1alpha1.FriendDeletion) bool {
-	return len(p.base.Status.Steps) == 0 && equality.Semantic.DeepEqual(p.base.Status.Verification, fd.Status.Verification)
+	return len(p.base.Status.Steps) == 0 && !verificationUnwritten(p, fd)
 }
 
 // memberWrites is how many membership writes of one batch are in flight at

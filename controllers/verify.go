@@ -10,6 +10,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -352,4 +353,12 @@ func (r *FriendDeletionReconciler) unverifiedOfSecret(ctx context.Context, o cli
 		}
 	}
 	return reqs
+}
+
+// verificationUnwritten reports whether this reconcile holds verification
+// answers the API server does not have yet. A reconcile that would
+// otherwise defer its status write (to combine it with a later one) writes
+// them at once: they decide what the steps see.
+func verificationUnwritten(p *statusPatcher, fd *snsv1alpha1.FriendDeletion) bool {
+	return !equality.Semantic.DeepEqual(p.base.Status.Verification, fd.Status.Verification)
 }
