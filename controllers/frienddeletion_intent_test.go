@@ -182,18 +182,16 @@ func TestFinishedJobDeletedKeepsItsOutcome(t *testing.T) {
 }
 
 // TestRunningJobDeletedFailsTheStep deletes a running Job: the step fails
-// with a clear message instead of running the cleanup again, though no
-// write recorded the Job as seen (the Job watch saw its deletion).
+// with a clear message instead of running the cleanup again.
 func TestRunningJobDeletedFailsTheStep(t *testing.T) {
 	ns := env.Namespace(t)
 	startManager(t, ns, testOptions())
 	create(t, newConfig(ns, "app", jobStep("purge")), newFriendDeletion(ns, "fd1", "app"))
 	job := getJob(t, ns, "fd1-purge")
 	g := gt(t)
-	// The step is Running and its Job seen by the manager's Job watch; no
-	// "seen" write of its own (attempts stays 0 until the Job's news).
-	fd0 := waitForJobRecorded(t, ns, "fd1", "purge")
-	g.Expect(stepOf(g, fd0, "purge").Attempts).To(BeZero())
+	// The step is Running, its Job recorded created (attempts 1).
+	waitForJobRecorded(t, ns, "fd1", "purge")
+	g.Eventually(func(g Gomega) int32 { return stepOf(g, getFD(g, ns, "fd1"), "purge").Attempts }).Should(Equal(int32(1)))
 
 	g.Expect(env.Client.Delete(t.Context(), job, client.PropagationPolicy(metav1.DeletePropagationBackground))).To(Succeed())
 	fd := waitForPhase(t, ns, "fd1", snsv1alpha1.PhaseFailed)

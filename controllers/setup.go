@@ -85,6 +85,11 @@ func SetupWithManager(mgr ctrl.Manager, opts Options) error {
 	}); err != nil {
 		return fmt.Errorf("indexing FriendDeletions by their running Jobs: %w", err)
 	}
+	if err := mgr.GetFieldIndexer().IndexField(ctx, &snsv1alpha1.FriendDeletion{}, indexCreatedJob, func(o client.Object) []string {
+		return createdJobs(o.(*snsv1alpha1.FriendDeletion))
+	}); err != nil {
+		return fmt.Errorf("indexing FriendDeletions by the Jobs they record as created: %w", err)
+	}
 	if err := mgr.GetFieldIndexer().IndexField(ctx, &snsv1alpha1.FriendDeletion{}, indexUnfinishedConfigName, unfinishedConfigName); err != nil {
 		return fmt.Errorf("indexing unfinished FriendDeletions by config: %w", err)
 	}

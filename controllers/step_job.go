@@ -61,13 +61,16 @@ const (
 // on the first reconcile, with the whole step list) before the Job is
 // created, so that a config changed or deleted right after the Job was
 // created cannot reorder the steps or fail a deletion whose Job runs.
-// The intent says what is true once the Job exists (Running, the Job's
-// name, the same message), so a Job that runs as intended writes nothing
-// more until it has news: a pod failed (Retrying), or it finished. That
-// write also records attempts 1 (the Job was seen). A Job that is gone
-// after it was seen (attempts 1, or its deletion observed by the Job watch
-// since the manager started) fails the step instead of being created
-// again, since its cleanup may already have run.
+// Once the create succeeds, the same reconcile's status write records
+// attempts 1: the Job was created. (A Job found existing, created by a
+// reconcile whose record was lost, is recorded the same way when seen.)
+// After that a Job that runs as intended writes nothing more until it has
+// news: a pod failed (Retrying), or it finished. A Job found missing once
+// it was created (attempts 1, its deletion observed by the Job watch, or,
+// for a batch Job, another member's record: jobCreated) fails the step
+// instead of being created again, since its cleanup may already have run;
+// this holds across restarts and leader changes. A Job missing with only
+// the intent recorded was never created, and is created now.
 //
 // spec is nil for a running step whose definition left the config: its Job
 // is followed, or the step fails if the Job was never created.
@@ -94,10 +97,12 @@ func (r *FriendDeletionReconciler) reconcileJobStep(ctx context.Context, p *stat
 		return ctrl.Result{}, err
 	}
 	if job == nil {
+		created, err := r.jobCreated(ctx, fd, st, name)
 		switch {
-		case st.Attempts > 0 || (st.JobName == name && r.jobDeletions().deleted(client.ObjectKeyFromObject(fd), name)):
-			stepstatus.Mark(fd, st, snsv1alpha1.PhaseFailed, snsv1alpha1.ReasonFailed, fmt.Sprintf(
-				"Job %s was deleted before its outcome was recorded; it is not created again, as its cleanup may have run.", name), r.now())
+		case err != nil:
+			return ctrl.Result{}, err
+		case created:
+			r.failJobGone(fd, st, name)
 			return ctrl.Result{}, nil
 		case spec == nil || spec.Job == nil:
 			reason, msg := stepGone(fd, cfg, st)
@@ -116,14 +121,18 @@ func (r *FriendDeletionReconciler) reconcileJobStep(ctx context.Context, p *stat
 			return ctrl.Result{}, err
 		}
 		st = stepstatus.Find(fd, st.Name) // the write replaced fd's status
-		created, err := r.createJob(ctx, fd, st.Name, spec.Job, name)
+		created, err = r.createJob(ctx, fd, st.Name, spec.Job, name)
 		if err != nil {
 			return r.jobCreateFailed(fd, st, err)
 		}
 		ctrl.LoggerFrom(ctx).V(1).Info("created Job", "job", name, "created", created)
 		if created {
-			// The status already says what is true now (Running, the
-			// Job's name): nothing more to write until the Job's news.
+			// The Job exists: record it (attempts 1) in this reconcile's
+			// status write, so that a Job found missing from now on, by
+			// any manager, is known to have been created and is not
+			// created again.
+			st.Attempts = 1
+			stepstatus.Mark(fd, st, snsv1alpha1.PhaseRunning, snsv1alpha1.ReasonRunning, jobRunningMessage(name), r.now())
 			return ctrl.Result{}, nil
 		}
 		if job, err = r.getJob(ctx, fd.Namespace, name, true); err != nil || job == nil {
@@ -145,18 +154,59 @@ func (r *FriendDeletionReconciler) reconcileJobStep(ctx context.Context, p *stat
 		return ctrl.Result{}, nil
 	}
 	phase, reason, msg := jobStepStatus(job)
-	if st.JobName == name && st.Attempts == 0 && st.Phase == phase && st.Message == msg &&
-		conditionReason(fd, st.Name) == reason {
-		// The Job runs as the intent said: nothing a user needs is new.
-		// That the Job was seen (attempts 1) is written with the next
-		// change; until then a deletion of the Job is known from its
-		// watch event (jobDeletions).
+	if st.JobName == name && st.Attempts == 0 && name != jobName(fd.Name, st.Name) &&
+		st.Phase == phase && st.Message == msg && conditionReason(fd, st.Name) == reason {
+		// A batch member other than the first, whose Job runs as its
+		// membership said: nothing a user needs is new. The first
+		// member's record says the Job was created (jobCreated).
 		return ctrl.Result{}, nil
 	}
 	st.JobName = name
 	st.Attempts = 1 + job.Status.Failed
 	stepstatus.Mark(fd, st, phase, reason, msg, r.now())
 	return ctrl.Result{}, nil
+}
+
+// jobCreated reports whether the Job a job step records, found missing,
+// was created (and so may have run): the step records it created or seen
+// (attempts), the Job watch saw it deleted since the manager started, or
+// another FriendDeletion records that Job created or seen (a batch Job:
+// its first member's record, written once the Job was created, or another
+// member's outcome), as the indexCreatedJob index finds. A step that
+// records the Job's name without any of these recorded only the intent:
+// the create never happened, or its record was lost with the manager in
+// the moment after it.
+func (r *FriendDeletionReconciler) jobCreated(ctx context.Context, fd *snsv1alpha1.FriendDeletion, st *snsv1alpha1.StepStatus, name string) (bool, error) {
+	switch {
+	case st.Attempts > 0:
+		return true, nil
+	case st.JobName != name:
+		return false, nil
+	case r.jobDeletions().deleted(client.ObjectKeyFromObject(fd), name):
+		return true, nil
+	}
+	var list snsv1alpha1.FriendDeletionList
+	if err := r.List(ctx, &list, client.InNamespace(fd.Namespace), client.MatchingFields{indexCreatedJob: name}, client.UnsafeDisableDeepCopy); err != nil {
+		return false, fmt.Errorf("listing the records of Job %s: %w", name, err)
+	}
+	for i := range list.Items {
+		m := &list.Items[i]
+		if m.UID == fd.UID {
+			continue // the cache's copy of fd: st is newer
+		}
+		if mst := stepstatus.Find(m, st.Name); mst != nil && mst.JobName == name && mst.Attempts > 0 {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+// failJobGone fails a job step whose Job was created and is gone before its
+// outcome was recorded: it is not created again, since its cleanup may have
+// run, in part or whole.
+func (r *FriendDeletionReconciler) failJobGone(fd *snsv1alpha1.FriendDeletion, st *snsv1alpha1.StepStatus, name string) {
+	stepstatus.Mark(fd, st, snsv1alpha1.PhaseFailed, snsv1alpha1.ReasonFailed, fmt.Sprintf(
+		"Job %s was deleted before its outcome was recorded; it is not created again, as its cleanup may have run.", name), r.now())
 }
 
 // conditionReason is the reason of the named step's condition, or "".

@@ -85,6 +85,12 @@ const (
 	// indexRunningJob indexes FriendDeletions by the Job names their
 	// Running job steps record.
 	indexRunningJob = "status.steps.runningJob"
+	// indexCreatedJob indexes FriendDeletions by the Job names their job
+	// steps record as created or seen (attempts > 0), in any phase: how a
+	// batch member whose Job is missing learns that the Job was created
+	// (jobCreated), from the first member's record or another member's
+	// outcome.
+	indexCreatedJob = "status.steps.createdJob"
 )
 
 // batchReplanDelay is how soon a FriendDeletion plans its batch again
@@ -121,6 +127,17 @@ func runningJobs(fd *snsv1alpha1.FriendDeletion) []string {
 	var out []string
 	for _, st := range fd.Status.Steps {
 		if st.Type == snsv1alpha1.StepTypeJob && st.Phase == snsv1alpha1.PhaseRunning && st.JobName != "" {
+			out = append(out, st.JobName)
+		}
+	}
+	return out
+}
+
+// createdJobs is the FriendDeletion's indexCreatedJob values.
+func createdJobs(fd *snsv1alpha1.FriendDeletion) []string {
+	var out []string
+	for _, st := range fd.Status.Steps {
+		if st.Type == snsv1alpha1.StepTypeJob && st.Attempts > 0 && st.JobName != "" {
 			out = append(out, st.JobName)
 		}
 	}
@@ -436,7 +453,10 @@ func (r *FriendDeletionReconciler) formOtherBatch(ctx context.Context, p *status
 // one refused for good fails every member's step.
 func (r *FriendDeletionReconciler) createForMembers(ctx context.Context, ns, step string, tmpl *batchv1.JobTemplateSpec, name string, members []*snsv1alpha1.FriendDeletion) {
 	log := ctrl.LoggerFrom(ctx)
-	_, err := r.createBatchJob(ctx, ns, step, tmpl, name, members)
+	created, err := r.createBatchJob(ctx, ns, step, tmpl, name, members)
+	if created {
+		r.recordBatchJobCreated(ctx, nil, step, name, members)
+	}
 	switch {
 	case isPermanent(err):
 		if err := r.failMembers(ctx, members, nil, step, err); err != nil {
@@ -462,7 +482,49 @@ func (r *FriendDeletionReconciler) finishBatchCreate(ctx context.Context, fd *sn
 		return r.jobCreateFailed(fd, st, err)
 	}
 	ctrl.LoggerFrom(ctx).V(1).Info("created batch Job", "job", name, "members", len(members), "created", created)
+	if created {
+		r.recordBatchJobCreated(ctx, fd, st.Name, name, members)
+	}
 	return ctrl.Result{}, nil
+}
+
+// recordBatchJobCreated records, once a batch Job is created, that it was
+// (attempts 1) on one member: the first (the Job is named after it), or the
+// first of members when it is not among them. That one write serves the
+// whole batch: every member finds it through the indexCreatedJob index
+// when the Job is missing (jobCreated). When that member is fd, the
+// FriendDeletion being reconciled (nil when none of them is), its record
+// goes with the reconcile's status write. A write that fails is made by the
+// first member's own reconcile, which records the Job as seen.
+func (r *FriendDeletionReconciler) recordBatchJobCreated(ctx context.Context, fd *snsv1alpha1.FriendDeletion, step, name string, members []*snsv1alpha1.FriendDeletion) {
+	if len(members) == 0 {
+		return
+	}
+	first := members[0]
+	for _, m := range members {
+		if jobName(m.Name, step) == name {
+			first = m
+			break
+		}
+	}
+	if fd != nil && first.Name == fd.Name {
+		if st := stepstatus.Find(fd, step); st != nil && st.JobName == name && st.Phase == snsv1alpha1.PhaseRunning {
+			st.Attempts = max(st.Attempts, 1)
+			stepstatus.Mark(fd, st, snsv1alpha1.PhaseRunning, snsv1alpha1.ReasonRunning, jobRunningMessage(name), r.now())
+		}
+		return
+	}
+	m := first.DeepCopy() // perhaps the cache's own object
+	pt := r.memberPatcher(m)
+	st := stepstatus.Find(m, step)
+	if st == nil || st.JobName != name || st.Phase != snsv1alpha1.PhaseRunning || st.Attempts > 0 {
+		return
+	}
+	st.Attempts = 1
+	if err := pt.Patch(ctx, m); err != nil {
+		ctrl.LoggerFrom(ctx).V(1).Info("recording a batch Job as created failed; its first member records it when it sees the Job",
+			"job", name, "member", m.Name, "error", err.Error())
+	}
 }
 
 // failMembers fails the step of every member but skip, when err is a
