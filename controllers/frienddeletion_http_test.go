@@ -319,3 +319,54 @@ func TestHTTPStepCABundle(t *testing.T) {
 	g := gt(t)
 	g.Expect(stepOf(g, fd, "notify").Message).To(ContainSubstring("certificate"))
 }
+
+// TestJobOutcomeRecordedWhileWaitingForASendSlot: a deletion whose job step
+// finished while every send slot of its config is held records the Job's
+// outcome at once; the Job, deleted by someone else while the deletion
+// waits for a slot, takes nothing with it, and once the slot is released
+// the step stays Succeeded and the http step runs.
+func TestJobOutcomeRecordedWhileWaitingForASendSlot(t *testing.T) {
+	ns := env.Namespace(t)
+	release := make(chan struct{})
+	var mu sync.Mutex
+	posts := 0
+	sink := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		posts++
+		first := posts == 1
+		mu.Unlock()
+		if first {
+			<-release // the first request holds the only slot
+		}
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	defer sink.Close()
+	var once sync.Once
+	free := func() { once.Do(func() { close(release) }) }
+	defer free() // before Close, which waits for the held request
+
+	opts := testOptions()
+	opts.HTTPConcurrencyPerConfig = 1
+	startManager(t, ns, opts)
+	cfg := newConfig(ns, "app", jobStep("purge"), httpStep("notify", sink.URL, 3))
+	cfg.Spec.Retention.KeepFinishedJobs = true // so that the test deletes it
+	create(t, cfg, newFriendDeletion(ns, "holder", "app"), newFriendDeletion(ns, "fd1", "app"))
+	setJobStatus(t, getJob(t, ns, "holder-purge"), "complete")
+	g := gt(t)
+	g.Eventually(func() int { mu.Lock(); defer mu.Unlock(); return posts }).Should(Equal(1), "holder's request holds the slot")
+
+	job := getJob(t, ns, "fd1-purge")
+	setJobStatus(t, job, "complete")
+	g.Eventually(func(g Gomega) {
+		fd := getFD(g, ns, "fd1")
+		g.Expect(stepOf(g, fd, "purge").Phase).To(Equal(snsv1alpha1.PhaseSucceeded), "recorded while the slot is held")
+		g.Expect(stepOf(g, fd, "notify").Attempts).To(BeZero())
+	}).Should(Succeed())
+	deleteJobAndWait(t, job)
+	free()
+
+	fd := waitForPhase(t, ns, "fd1", snsv1alpha1.PhaseSucceeded)
+	g.Expect(stepOf(g, fd, "purge").Message).To(Equal("Job fd1-purge completed."))
+	g.Expect(stepOf(g, fd, "notify").Phase).To(Equal(snsv1alpha1.PhaseSucceeded))
+	g.Expect(jobsOf(g, ns, "fd1")).To(BeEmpty(), "not created again")
+}

@@ -95,11 +95,13 @@ func (r *FriendDeletionReconciler) reconcileHTTPStep(ctx context.Context, p *sta
 	if !flights.start(key, cfgKey, time.Now().Add(timeout), client.ObjectKeyFromObject(fd)) {
 		// The config has as many requests in flight as it may: the
 		// FriendDeletion waits in line and is woken when a slot frees
-		// (the requeue is a fallback). What this reconcile found (the
-		// step before's outcome, say) is written with the claim then:
-		// one write, not two. Not a verification's answers, which are
-		// written at once.
-		if !verificationUnwritten(p, fd) {
+		// (the requeue is a fallback). News this reconcile found is
+		// written at once, not held in memory for as long as the line
+		// lasts: the step before's outcome (its Job, finished, may be
+		// deleted meanwhile, and a restart must not run it again), a
+		// verification's answers. Otherwise nothing is written until
+		// the claim.
+		if !verificationUnwritten(p, fd) && !stepOutcomeUnwritten(p, fd) {
 			deferStatus(ctx)
 		}
 		return ctrl.Result{RequeueAfter: 5*time.Second + rand.N(5*time.Second)}, nil
@@ -131,6 +133,21 @@ func (r *FriendDeletionReconciler) reconcileHTTPStep(ctx context.Context, p *sta
 		r.sendHTTPAttempt(ctx, claimed, spec, name, attempt, maxAttempts)
 	}()
 	return ctrl.Result{RequeueAfter: timeout + 5*time.Second}, nil
+}
+
+// stepOutcomeUnwritten reports whether fd holds a step's outcome (Succeeded
+// or Failed) that the API server does not have yet: a step this reconcile
+// finished.
+func stepOutcomeUnwritten(p *statusPatcher, fd *snsv1alpha1.FriendDeletion) bool {
+	for _, st := range fd.Status.Steps {
+		if !st.Phase.Finished() {
+			continue
+		}
+		if b := stepstatus.Find(p.base, st.Name); b == nil || b.Phase != st.Phase {
+			return true
+		}
+	}
+	return false
 }
 
 // sendHTTPAttempt sends a claimed attempt and writes its outcome.

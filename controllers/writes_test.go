@@ -110,9 +110,11 @@ func resourceOf(path string) string {
 // TestWritesPerDeletion counts every API write the manager makes for
 // deletions run through a config with one job step and one http step (to
 // a local sink), from creation to deletion at the end of retention (0s
-// here): the intent with the step list, the Job's outcome together with the
-// http attempt's claim, the attempt's outcome, the Job's creation and
-// deletion once its outcome is recorded, and the FriendDeletion's deletion.
+// here): the intent with the step list, the Job's creation and its record
+// (attempts 1, so that a restart never creates a deleted Job again), the
+// Job's outcome together with the http attempt's claim, the attempt's
+// outcome, the Job's deletion once its outcome is recorded, and the
+// FriendDeletion's deletion.
 // No Event: nothing went wrong.
 func TestWritesPerDeletion(t *testing.T) {
 	const n = 5
@@ -162,16 +164,17 @@ func TestWritesPerDeletion(t *testing.T) {
 	g.Expect(counter.total("DELETE jobs 200")).To(Equal(n), "each finished Job is deleted")
 	g.Expect(counter.total("DELETE frienddeletions 200")).To(Equal(n))
 	// One write per transition: the intent (step list, purge Running),
-	// purge Succeeded with notify's attempt claimed, notify's outcome.
-	g.Expect(counter.total("PATCH frienddeletions/status 200")).To(Equal(3 * n))
-	// Beyond those 6 per deletion, only the config's status and Event.
-	g.Expect(counter.total()).To(Equal(6*n + 2))
+	// the Job created (attempts 1), purge Succeeded with notify's attempt
+	// claimed, notify's outcome.
+	g.Expect(counter.total("PATCH frienddeletions/status 200")).To(Equal(4 * n))
+	// Beyond those 7 per deletion, only the config's status and Event.
+	g.Expect(counter.total()).To(Equal(7*n + 2))
 }
 
 // TestWritesPerVerifiedDeletion counts the status writes of deletions
 // whose config verifies pairs (spec.verify): the verification is written
 // with the intent, so a deletion whose pair is gone costs what it costs
-// without verification (intent, the Job's outcome), and one whose pair is
+// without verification (intent, the Job created, the Job's outcome), and one whose pair is
 // still a friendship one write (Succeeded, NothingToClean) and no Job.
 func TestWritesPerVerifiedDeletion(t *testing.T) {
 	const n = 4
@@ -200,7 +203,7 @@ func TestWritesPerVerifiedDeletion(t *testing.T) {
 	counter.settle(g)
 	t.Logf("writes of the manager for %d verified deletions of each kind:\n%s", n, counter)
 	g.Expect(counter.total("POST jobs 201")).To(Equal(n), "no Job for a pair still friends")
-	g.Expect(counter.total("PATCH frienddeletions/status 200")).To(Equal(2*n + n))
+	g.Expect(counter.total("PATCH frienddeletions/status 200")).To(Equal(3*n + n))
 	g.Expect(srv.Calls()).To(HaveLen(2 * n))
 	g.Expect(counter.total("events")).To(Equal(n+1), "one NothingToClean Event per deletion still friends, and the config's")
 }
@@ -209,7 +212,8 @@ func TestWritesPerVerifiedDeletion(t *testing.T) {
 // batched: the deletions share one Job, and each costs its own status
 // writes only: joining the batch (with the step list), the Job's outcome
 // with the http attempt's claim, and the attempt's outcome. The Job's
-// creation and deletion are one each for the whole batch.
+// creation, its record on the first member (attempts 1) and its deletion
+// are one each for the whole batch.
 func TestWritesPerDeletionBatched(t *testing.T) {
 	const n = 5
 	ns := env.Namespace(t)
@@ -251,15 +255,17 @@ func TestWritesPerDeletionBatched(t *testing.T) {
 	g.Expect(counter.total("POST jobs 201")).To(Equal(1))
 	g.Expect(counter.total("DELETE jobs 200")).To(Equal(1), "the finished Job is deleted once")
 	g.Expect(counter.total("DELETE frienddeletions 200")).To(Equal(n))
-	g.Expect(counter.total("PATCH frienddeletions/status 200")).To(Equal(3 * n))
-	// Beyond those 4 per deletion, the Job's creation and deletion, and
-	// the config's status and Event.
-	g.Expect(counter.total()).To(Equal(4*n + 4))
+	g.Expect(counter.total("PATCH frienddeletions/status 200")).To(Equal(3*n + 1))
+	// Beyond those 4 per deletion, the Job's creation, record and
+	// deletion, and the config's status and Event.
+	g.Expect(counter.total()).To(Equal(4*n + 5))
 }
 
 // TestWritesPerDeletionWhileSendsAreFull: a deletion whose http step finds
-// every send slot of its config taken records the step before's outcome
-// with its attempt's claim once a slot is free, not in a write of its own.
+// every send slot of its config taken writes the step before's outcome at
+// once (the Job's outcome must not wait in memory while its Job may be
+// deleted), and then its attempt's claim once a slot is free: one write
+// more than when a slot is free at once.
 func TestWritesPerDeletionWhileSendsAreFull(t *testing.T) {
 	const n = 3
 	ns := env.Namespace(t)
@@ -292,20 +298,26 @@ func TestWritesPerDeletionWhileSendsAreFull(t *testing.T) {
 	for i := 1; i < n; i++ {
 		setJobStatus(t, getJob(t, ns, fmt.Sprintf("fd%d-purge", i)), "complete")
 	}
-	// The others find the slot taken until the first request is answered.
-	g.Consistently(func(g Gomega) {
+	// The others find the slot taken until the first request is answered;
+	// their Jobs' outcomes are recorded meanwhile.
+	g.Eventually(func(g Gomega) {
 		for i := 1; i < n; i++ {
-			g.Expect(stepOf(g, getFD(g, ns, fmt.Sprintf("fd%d", i)), "purge").Phase).To(Equal(snsv1alpha1.PhaseRunning))
+			fd := getFD(g, ns, fmt.Sprintf("fd%d", i))
+			g.Expect(stepOf(g, fd, "purge").Phase).To(Equal(snsv1alpha1.PhaseSucceeded))
+			g.Expect(stepOf(g, fd, "notify").Attempts).To(BeZero())
 		}
-	}).WithTimeout(3 * time.Second).Should(Succeed())
+	}).Should(Succeed())
+	g.Expect(posts.Load()).To(Equal(int32(1)), "the slot is still held")
 	free()
 	for i := range n {
 		waitForPhase(t, ns, fmt.Sprintf("fd%d", i), snsv1alpha1.PhaseSucceeded)
 	}
 	counter.settle(g)
 	t.Logf("writes of the manager for %d deletions:\n%s", n, counter)
-	// The intent, the Job's outcome with the claim, the http outcome.
-	g.Expect(counter.total("PATCH frienddeletions/status 200")).To(Equal(3 * n))
+	// The intent, the Job created, the Job's outcome with the claim, the
+	// http outcome; for each deletion that waited for the slot, the Job's
+	// outcome and the claim apart.
+	g.Expect(counter.total("PATCH frienddeletions/status 200")).To(Equal(4*n + n - 1))
 }
 
 // settle waits until no write has come for a while, so that anything still
