@@ -1,6 +1,7 @@
 package controllers
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"slices"
@@ -9,10 +10,16 @@ import (
 	"time"
 
 	. "github.com/onsi/gomega"
+	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 
 	snsv1alpha1 "github.com/imcallback/friend-deletion-operator/api/v1alpha1"
+	"github.com/imcallback/friend-deletion-operator/controllers/internal/stepstatus"
+	"github.com/imcallback/friend-deletion-operator/controllers/testenv"
 )
 
 // TestPlanBatch decides, for a FriendDeletion among the candidates of a
@@ -137,7 +144,7 @@ func envValue(env []corev1.EnvVar, name string) string {
 // TestJSONStringLen holds jsonStringLen to encoding/json without HTML
 // escaping.
 func TestJSONStringLen(t *testing.T) {
-	for _, s := range []string{"", "alice", `a"b\c`, "tab\there\nnl\r", "\x00\x1f", "<>&", "中文", "\u2028\u2029", "bad\xff\xfeutf8", strings.Repeat("x", 300)} {
+	for _, s := range []string{"", "alice", `a"b\c`, "tab\there\nnl\r", "back\bspace\fform", "\x00\x1f", "<>&", "中文", "\u2028\u2029", "bad\xff\xfeutf8", strings.Repeat("x", 300)} {
 		t.Run(fmt.Sprintf("%q", s), func(t *testing.T) {
 			f, err := batchPairsFile([]*snsv1alpha1.FriendDeletion{{ObjectMeta: metav1.ObjectMeta{Name: "n"}, Spec: snsv1alpha1.FriendDeletionSpec{Pairs: []snsv1alpha1.FriendPair{{From: s, To: "t"}}}}})
 			NewWithT(t).Expect(err).NotTo(HaveOccurred())
@@ -160,4 +167,54 @@ func BenchmarkPlanBatches(b *testing.B) {
 	for b.Loop() {
 		planBatches(slices.Clone(cands), lim, t0)
 	}
+}
+
+// TestBatchPairsFileTooLarge: a batch whose pairs file is larger than a
+// ConfigMap holds is refused for good, and the message every member gets
+// (failMembers writes it) gives the file's size and the limit in bytes.
+func TestBatchPairsFileTooLarge(t *testing.T) {
+	g := NewWithT(t)
+	long := strings.Repeat("x", 100)
+	var members []*snsv1alpha1.FriendDeletion
+	size := len(`{"deletions":[],"pairs":[]}`) - 2
+	for i := range 2 {
+		m := newFriendDeletion("ns", fmt.Sprintf("fd%d", i), "app")
+		for j := range 3000 {
+			m.Spec.Pairs = append(m.Spec.Pairs, snsv1alpha1.FriendPair{From: long, To: fmt.Sprintf("%s%04d", long, j)})
+		}
+		members = append(members, m)
+		size += batchFileBytes(m)
+	}
+	g.Expect(size).To(BeNumerically(">", MaxPairsFile))
+	_, err := batchPairsFile(members)
+	g.Expect(isPermanent(err)).To(BeTrue(), "%v", err)
+	figures := fmt.Sprintf("the pairs file is %d bytes, more than the %d a ConfigMap can hold", size, MaxPairsFile)
+	g.Expect(err.Error()).To(Equal(figures))
+
+	// Creating the batch Job fails every member's step with those figures:
+	// fd0's (the reconcile's own, written with its status) and the others'.
+	ctx := context.Background()
+	objs := []client.Object{}
+	for _, m := range members {
+		m.UID = types.UID("uid-" + m.Name)
+		m.Status.Steps = []snsv1alpha1.StepStatus{{Name: "purge", Type: snsv1alpha1.StepTypeJob, Phase: snsv1alpha1.PhaseRunning, JobName: "fd0-purge", Message: jobRunningMessage("fd0-purge")}}
+		objs = append(objs, m)
+	}
+	c := fake.NewClientBuilder().WithScheme(testenv.Scheme()).WithObjects(objs...).WithStatusSubresource(&snsv1alpha1.FriendDeletion{}).Build()
+	for _, m := range members {
+		g.Expect(c.Get(ctx, client.ObjectKeyFromObject(m), m)).To(Succeed())
+	}
+	r := &FriendDeletionReconciler{Client: c, APIReader: c, Options: DefaultOptions()}
+	fd := members[0]
+	_, err = r.finishBatchCreate(ctx, fd, stepstatus.Find(fd, "purge"), jobStep("purge").Job, "fd0-purge", members)
+	g.Expect(err).NotTo(HaveOccurred(), "refused for good: not retried")
+	g.Expect(stepstatus.Find(fd, "purge").Phase).To(Equal(snsv1alpha1.PhaseFailed))
+	g.Expect(stepstatus.Find(fd, "purge").Message).To(Equal("Refused for good, not retried: " + figures))
+	stored := &snsv1alpha1.FriendDeletion{}
+	g.Expect(c.Get(ctx, client.ObjectKeyFromObject(members[1]), stored)).To(Succeed())
+	g.Expect(stepstatus.Find(stored, "purge").Phase).To(Equal(snsv1alpha1.PhaseFailed))
+	g.Expect(stepstatus.Find(stored, "purge").Message).To(Equal("Refused for good, not retried: " + figures))
+	var jobs batchv1.JobList
+	g.Expect(c.List(ctx, &jobs)).To(Succeed())
+	g.Expect(jobs.Items).To(BeEmpty())
 }
