@@ -497,3 +497,44 @@ func TestBatchJobRefusedFailsEveryMember(t *testing.T) {
 	}
 	g.Consistently(func(g Gomega) { g.Expect(batchJobs(g, ns)).To(BeEmpty()) }).Should(Succeed())
 }
+
+// TestBatchJobDeniedByAdmissionPolicyFailsEveryMember: a batch Job refused
+// by a ValidatingAdmissionPolicy fails every member's step at once with
+// the policy's message; nothing is retried.
+func TestBatchJobDeniedByAdmissionPolicyFailsEveryMember(t *testing.T) {
+	ns := env.Namespace(t)
+	denyJobs(t, ns)
+	startManager(t, ns, testOptions())
+	create(t, newConfig(ns, "app", batchJobStep("purge", 3, 0, 10*time.Minute)))
+	for _, n := range []string{"fd1", "fd2", "fd3"} {
+		create(t, newFriendDeletion(ns, n, "app"))
+	}
+	g := gt(t)
+	for _, n := range []string{"fd1", "fd2", "fd3"} {
+		fd := waitForPhase(t, ns, n, snsv1alpha1.PhaseFailed)
+		g.Expect(stepOf(g, fd, "purge").Message).To(SatisfyAll(ContainSubstring("Refused for good"),
+			ContainSubstring("denied request"), ContainSubstring("Jobs are frozen in this namespace")))
+	}
+	g.Consistently(func(g Gomega) { g.Expect(batchJobs(g, ns)).To(BeEmpty()) }).Should(Succeed())
+}
+
+// TestRunningBatchJobDeletedFailsEveryMember deletes a running batch Job:
+// every member's step fails with a clear message, and the batch is not
+// run again.
+func TestRunningBatchJobDeletedFailsEveryMember(t *testing.T) {
+	ns := env.Namespace(t)
+	startManager(t, ns, testOptions())
+	create(t, newConfig(ns, "app", batchJobStep("purge", 3, 0, 10*time.Minute)))
+	for _, n := range []string{"fd1", "fd2", "fd3"} {
+		create(t, newFriendDeletion(ns, n, "app"))
+	}
+	job := onlyBatchJob(t, ns)
+	g := gt(t)
+	g.Eventually(func(g Gomega) int32 { return stepOf(g, getFD(g, ns, "fd1"), "purge").Attempts }).Should(Equal(int32(1)))
+	deleteJobAndWait(t, &job)
+	for _, n := range []string{"fd1", "fd2", "fd3"} {
+		fd := waitForPhase(t, ns, n, snsv1alpha1.PhaseFailed)
+		g.Expect(stepOf(g, fd, "purge").Message).To(ContainSubstring("Job fd1-purge was deleted before its outcome was recorded"))
+	}
+	g.Consistently(func(g Gomega) { g.Expect(batchJobs(g, ns)).To(BeEmpty()) }).Should(Succeed())
+}

@@ -224,6 +224,21 @@ func TestPairsFileKeepsHTMLCharacters(t *testing.T) {
 // webhook would): the step fails at once with the policy's message.
 func TestJobDeniedByAdmissionPolicyFailsTheStep(t *testing.T) {
 	ns := env.Namespace(t)
+	denyJobs(t, ns)
+	startManager(t, ns, testOptions())
+	create(t, newConfig(ns, "app", jobStep("purge")), newFriendDeletion(ns, "fd1", "app"))
+	fd := waitForPhase(t, ns, "fd1", snsv1alpha1.PhaseFailed)
+	g := gt(t)
+	g.Expect(stepOf(g, fd, "purge").Message).To(SatisfyAll(ContainSubstring("Refused for good"),
+		ContainSubstring("denied request"), ContainSubstring("Jobs are frozen in this namespace")))
+	g.Expect(jobsOf(g, ns, "fd1")).To(BeEmpty())
+}
+
+// denyJobs refuses every Job created in ns with a ValidatingAdmissionPolicy
+// (403 Forbidden, as an admission webhook would), and waits until the API
+// server enforces it.
+func denyJobs(t *testing.T, ns string) {
+	t.Helper()
 	fail := admissionregistrationv1.Deny
 	policy := &admissionregistrationv1.ValidatingAdmissionPolicy{
 		ObjectMeta: metav1.ObjectMeta{Name: "freeze-jobs-" + ns},
@@ -266,14 +281,6 @@ func TestJobDeniedByAdmissionPolicyFailsTheStep(t *testing.T) {
 	gt(t).Eventually(func() bool {
 		return apierrors.IsForbidden(env.Client.Create(t.Context(), probe.DeepCopy(), client.DryRunAll))
 	}).Should(BeTrue())
-
-	startManager(t, ns, testOptions())
-	create(t, newConfig(ns, "app", jobStep("purge")), newFriendDeletion(ns, "fd1", "app"))
-	fd := waitForPhase(t, ns, "fd1", snsv1alpha1.PhaseFailed)
-	g := gt(t)
-	g.Expect(stepOf(g, fd, "purge").Message).To(SatisfyAll(ContainSubstring("Refused for good"),
-		ContainSubstring("denied request"), ContainSubstring("Jobs are frozen in this namespace")))
-	g.Expect(jobsOf(g, ns, "fd1")).To(BeEmpty())
 }
 
 // waitForJobRecorded waits until the step records its Job (Running, with
