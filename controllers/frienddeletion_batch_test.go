@@ -14,8 +14,10 @@ import (
 	"time"
 
 	. "github.com/onsi/gomega"
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/rest"
 	clocktesting "k8s.io/utils/clock/testing"
@@ -537,4 +539,100 @@ func TestRunningBatchJobDeletedFailsEveryMember(t *testing.T) {
 		g.Expect(stepOf(g, fd, "purge").Message).To(ContainSubstring("Job fd1-purge was deleted before its outcome was recorded"))
 	}
 	g.Consistently(func(g Gomega) { g.Expect(batchJobs(g, ns)).To(BeEmpty()) }).Should(Succeed())
+}
+
+// TestBatchJobCreateRetriedShowsOnEveryMember holds back the batch Job's
+// creation (a transient refusal): every member's step says that it is
+// retried, not that a Job runs; once the creation goes through, every
+// member says the Job runs.
+func TestBatchJobCreateRetriedShowsOnEveryMember(t *testing.T) {
+	ns := env.Namespace(t)
+	lift := blockJobs(t, ns)
+	startManager(t, ns, testOptions())
+	create(t, newConfig(ns, "app", batchJobStep("purge", 3, 0, 10*time.Minute)))
+	members := []string{"fd1", "fd2", "fd3"}
+	for _, n := range members {
+		create(t, newFriendDeletion(ns, n, "app"))
+	}
+	g := gt(t)
+	g.Eventually(func(g Gomega) {
+		for _, n := range members {
+			st := stepOf(g, getFD(g, ns, n), "purge")
+			g.Expect(st.Phase).To(Equal(snsv1alpha1.PhaseRunning))
+			g.Expect(st.JobName).To(Equal("fd1-purge"))
+			g.Expect(st.Message).To(SatisfyAll(HavePrefix("Retrying: "), ContainSubstring("status unknown for quota")), n)
+		}
+	}).Should(Succeed())
+	g.Expect(batchJobs(g, ns)).To(BeEmpty())
+
+	lift()
+	job := onlyBatchJob(t, ns)
+	g.Expect(ownerNames(&job)).To(Equal(members))
+	g.Eventually(func(g Gomega) {
+		for _, n := range members {
+			g.Expect(stepOf(g, getFD(g, ns, n), "purge").Message).To(Equal("Running Job fd1-purge."), n)
+		}
+	}).Should(Succeed())
+}
+
+// TestBatchMembershipRefusedForGoodFailsThatMember: an admission policy
+// refuses one member's membership write (its status with the batch Job's
+// name): that member's step fails with the policy's message instead of
+// being retried at every plan, and the others get their Job.
+func TestBatchMembershipRefusedForGoodFailsThatMember(t *testing.T) {
+	ns := env.Namespace(t)
+	policy := &admissionregistrationv1.ValidatingAdmissionPolicy{
+		ObjectMeta: metav1.ObjectMeta{Name: "no-batch-" + ns},
+		Spec: admissionregistrationv1.ValidatingAdmissionPolicySpec{
+			FailurePolicy: ptr.To(admissionregistrationv1.Fail),
+			MatchConstraints: &admissionregistrationv1.MatchResources{ResourceRules: []admissionregistrationv1.NamedRuleWithOperations{{
+				RuleWithOperations: admissionregistrationv1.RuleWithOperations{
+					Operations: []admissionregistrationv1.OperationType{admissionregistrationv1.Update},
+					Rule: admissionregistrationv1.Rule{APIGroups: []string{snsv1alpha1.GroupVersion.Group}, APIVersions: []string{snsv1alpha1.GroupVersion.Version},
+						Resources: []string{"frienddeletions/status"}},
+				},
+			}}},
+			MatchConditions: []admissionregistrationv1.MatchCondition{{Name: "some", Expression: "object.metadata.name in ['fd2', 'probe']"}},
+			Validations: []admissionregistrationv1.Validation{{
+				Expression: "!has(object.status) || !has(object.status.steps) || object.status.steps.all(s, !has(s.jobName))",
+				Message:    "no batch for this one", Reason: ptr.To(metav1.StatusReasonForbidden),
+			}},
+		},
+	}
+	binding := &admissionregistrationv1.ValidatingAdmissionPolicyBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: policy.Name},
+		Spec: admissionregistrationv1.ValidatingAdmissionPolicyBindingSpec{
+			PolicyName:        policy.Name,
+			ValidationActions: []admissionregistrationv1.ValidationAction{admissionregistrationv1.Deny},
+			MatchResources: &admissionregistrationv1.MatchResources{NamespaceSelector: &metav1.LabelSelector{
+				MatchLabels: map[string]string{"kubernetes.io/metadata.name": ns},
+			}},
+		},
+	}
+	create(t, policy, binding)
+	t.Cleanup(func() {
+		_ = env.Client.Delete(context.Background(), binding)
+		_ = env.Client.Delete(context.Background(), policy)
+	})
+	// Wait until the API server enforces the policy.
+	probe := newFriendDeletion(ns, "probe", "none")
+	create(t, probe)
+	g := gt(t)
+	g.Eventually(func() bool {
+		p := probe.DeepCopy()
+		p.Status.Steps = []snsv1alpha1.StepStatus{{Name: "purge", Type: snsv1alpha1.StepTypeJob, Phase: snsv1alpha1.PhaseRunning, JobName: "probe-purge"}}
+		return apierrors.IsForbidden(env.Client.Status().Update(t.Context(), p, client.DryRunAll))
+	}).Should(BeTrue())
+
+	startManager(t, ns, testOptions())
+	create(t, newConfig(ns, "app", batchJobStep("purge", 3, 0, 10*time.Minute)))
+	for _, n := range []string{"fd1", "fd2", "fd3"} {
+		create(t, newFriendDeletion(ns, n, "app"))
+	}
+	fd := waitForPhase(t, ns, "fd2", snsv1alpha1.PhaseFailed)
+	st := stepOf(g, fd, "purge")
+	g.Expect(st.Message).To(SatisfyAll(HavePrefix("Refused for good, not retried: "), ContainSubstring("no batch for this one")))
+	g.Expect(st.JobName).To(BeEmpty())
+	job := onlyBatchJob(t, ns)
+	g.Expect(ownerNames(&job)).To(Equal([]string{"fd1", "fd3"}))
 }

@@ -357,16 +357,21 @@ func (r *FriendDeletionReconciler) joinBatch(ctx context.Context, p *statusPatch
 
 	name := jobName(batch[0].name, st.Name)
 	members, err := r.writeMembers(ctx, p, fd, cfg, st.Name, name, batch, byName)
+	// A membership of fd's refused for good failed its step (written now).
+	refused := stepstatus.Find(fd, st.Name).Phase == snsv1alpha1.PhaseFailed
 	if err != nil || len(members) == 0 {
-		if err == nil && onlyStepListNew(p, fd) {
+		if err == nil && onlyStepListNew(p, fd) && !refused {
 			deferStatus(ctx) // plan again, from newer objects
 		}
 		return ctrl.Result{RequeueAfter: r.conflictDelay()}, err
 	}
 	if !slices.Contains(members, fd) {
 		// This FriendDeletion's own write was refused: again, from the
-		// newer object; the members it wrote get their Job now.
-		deferStatus(ctx)
+		// newer object (or, refused for good, its step fails); the
+		// members it wrote get their Job now.
+		if !refused {
+			deferStatus(ctx)
+		}
 		r.createForMembers(ctx, fd.Namespace, st.Name, spec.Job, name, members)
 		return ctrl.Result{RequeueAfter: r.conflictDelay()}, nil
 	}
@@ -449,53 +454,57 @@ func (r *FriendDeletionReconciler) formOtherBatch(ctx context.Context, p *status
 
 // createForMembers creates the batch Job of members that do not include
 // the FriendDeletion being reconciled. A Job that could not be created is
-// left to its first member's reconcile (recreateBatchJob), which it wakes;
-// one refused for good fails every member's step.
+// left to its first member's reconcile (recreateBatchJob), which it wakes,
+// and every member's step says so; one refused for good fails every
+// member's step.
 func (r *FriendDeletionReconciler) createForMembers(ctx context.Context, ns, step string, tmpl *batchv1.JobTemplateSpec, name string, members []*snsv1alpha1.FriendDeletion) {
 	log := ctrl.LoggerFrom(ctx)
-	created, err := r.createBatchJob(ctx, ns, step, tmpl, name, members)
-	if created {
-		r.recordBatchJobCreated(ctx, nil, step, name, members)
-	}
+	_, err := r.createBatchJob(ctx, ns, step, tmpl, name, members)
 	switch {
+	case err == nil:
+		r.recordBatchJobCreated(ctx, nil, step, name, members)
 	case isPermanent(err):
 		if err := r.failMembers(ctx, members, nil, step, err); err != nil {
 			log.Error(err, "failing the members of a batch Job refused for good", "job", name)
 		}
-	case err != nil:
+	default:
 		log.Info("creating a batch Job failed; its first member tries again", "job", name, "error", err.Error())
+		r.retryMembers(ctx, members, nil, step, err)
 		r.wakeUp(ns, members[0].Name)
 	}
 }
 
 // finishBatchCreate creates the batch Job for the members (fd among them)
 // and reports the outcome on fd's step; a Job refused for good fails every
-// member's step.
+// member's step, and one that failed otherwise is retried by fd's
+// reconcile, as every member's step says.
 func (r *FriendDeletionReconciler) finishBatchCreate(ctx context.Context, fd *snsv1alpha1.FriendDeletion, st *snsv1alpha1.StepStatus, tmpl *batchv1.JobTemplateSpec, name string, members []*snsv1alpha1.FriendDeletion) (ctrl.Result, error) {
 	created, err := r.createBatchJob(ctx, fd.Namespace, st.Name, tmpl, name, members)
-	if err != nil {
-		if isPermanent(err) {
-			if ferr := r.failMembers(ctx, members, fd, st.Name, err); ferr != nil {
-				return ctrl.Result{}, ferr
-			}
+	switch {
+	case isPermanent(err):
+		if ferr := r.failMembers(ctx, members, fd, st.Name, err); ferr != nil {
+			return ctrl.Result{}, ferr
 		}
+		return r.jobCreateFailed(fd, st, err)
+	case err != nil:
+		r.retryMembers(ctx, members, fd, st.Name, err)
 		return r.jobCreateFailed(fd, st, err)
 	}
 	ctrl.LoggerFrom(ctx).V(1).Info("created batch Job", "job", name, "members", len(members), "created", created)
-	if created {
-		r.recordBatchJobCreated(ctx, fd, st.Name, name, members)
-	}
+	r.recordBatchJobCreated(ctx, fd, st.Name, name, members)
 	return ctrl.Result{}, nil
 }
 
-// recordBatchJobCreated records, once a batch Job is created, that it was
-// (attempts 1) on one member: the first (the Job is named after it), or the
-// first of members when it is not among them. That one write serves the
-// whole batch: every member finds it through the indexCreatedJob index
-// when the Job is missing (jobCreated). When that member is fd, the
-// FriendDeletion being reconciled (nil when none of them is), its record
-// goes with the reconcile's status write. A write that fails is made by the
-// first member's own reconcile, which records the Job as seen.
+// recordBatchJobCreated records, once a batch Job exists, that it was
+// created (attempts 1) on one member: the first (the Job is named after
+// it), or the first of members when it is not among them. That one write
+// serves the whole batch: every member finds it through the
+// indexCreatedJob index when the Job is missing (jobCreated). A member
+// whose step says something else than that it runs the Job (a create that
+// failed before: "Retrying: ...") is told so too; in a batch formed now
+// none does. What concerns fd, the FriendDeletion being reconciled (nil
+// when none of them is), goes with the reconcile's status write. A write
+// that fails is made by the member's own reconcile when it sees the Job.
 func (r *FriendDeletionReconciler) recordBatchJobCreated(ctx context.Context, fd *snsv1alpha1.FriendDeletion, step, name string, members []*snsv1alpha1.FriendDeletion) {
 	if len(members) == 0 {
 		return
@@ -507,23 +516,59 @@ func (r *FriendDeletionReconciler) recordBatchJobCreated(ctx context.Context, fd
 			break
 		}
 	}
-	if fd != nil && first.Name == fd.Name {
-		if st := stepstatus.Find(fd, step); st != nil && st.JobName == name && st.Phase == snsv1alpha1.PhaseRunning {
-			st.Attempts = max(st.Attempts, 1)
-			stepstatus.Mark(fd, st, snsv1alpha1.PhaseRunning, snsv1alpha1.ReasonRunning, jobRunningMessage(name), r.now())
+	now := r.now()
+	for _, m := range members {
+		if fd != nil && m.Name == fd.Name {
+			if st := stepstatus.Find(fd, step); st != nil && st.JobName == name && st.Phase == snsv1alpha1.PhaseRunning {
+				if m == first {
+					st.Attempts = max(st.Attempts, 1)
+				}
+				stepstatus.Mark(fd, st, snsv1alpha1.PhaseRunning, snsv1alpha1.ReasonRunning, jobRunningMessage(name), now)
+			}
+			continue
 		}
-		return
+		st := stepstatus.Find(m, step)
+		if st == nil || st.JobName != name || st.Phase != snsv1alpha1.PhaseRunning ||
+			((m != first || st.Attempts > 0) && st.Message == jobRunningMessage(name)) {
+			continue // nothing to record
+		}
+		c := m.DeepCopy() // perhaps the cache's own object
+		pt := r.memberPatcher(c)
+		st = stepstatus.Find(c, step)
+		if m == first {
+			st.Attempts = max(st.Attempts, 1)
+		}
+		stepstatus.Mark(c, st, snsv1alpha1.PhaseRunning, snsv1alpha1.ReasonRunning, jobRunningMessage(name), now)
+		summarize(c, now)
+		if err := pt.Patch(ctx, c); err != nil {
+			ctrl.LoggerFrom(ctx).V(1).Info("recording a batch Job on a member failed; the member records it when it sees the Job",
+				"job", name, "member", c.Name, "error", err.Error())
+		}
 	}
-	m := first.DeepCopy() // perhaps the cache's own object
-	pt := r.memberPatcher(m)
-	st := stepstatus.Find(m, step)
-	if st == nil || st.JobName != name || st.Phase != snsv1alpha1.PhaseRunning || st.Attempts > 0 {
-		return
-	}
-	st.Attempts = 1
-	if err := pt.Patch(ctx, m); err != nil {
-		ctrl.LoggerFrom(ctx).V(1).Info("recording a batch Job as created failed; its first member records it when it sees the Job",
-			"job", name, "member", m.Name, "error", err.Error())
+}
+
+// retryMembers says on the step of every member but skip that creating
+// their batch Job failed and is tried again ("Retrying: ...", as the
+// member whose reconcile retries it says), rather than that it runs a Job
+// that does not exist. A write that fails is not retried: the message is
+// only news.
+func (r *FriendDeletionReconciler) retryMembers(ctx context.Context, members []*snsv1alpha1.FriendDeletion, skip *snsv1alpha1.FriendDeletion, step string, err error) {
+	msg := fmt.Sprintf("Retrying: %v", err)
+	now := r.now()
+	for _, m := range members {
+		if m == skip {
+			continue
+		}
+		if st := stepstatus.Find(m, step); st == nil || st.Phase != snsv1alpha1.PhaseRunning || st.Message == msg {
+			continue
+		}
+		c := m.DeepCopy() // perhaps the cache's own object
+		pt := r.memberPatcher(c)
+		stepstatus.Set(stepstatus.Find(c, step), snsv1alpha1.PhaseRunning, msg, now)
+		summarize(c, now)
+		if perr := pt.Patch(ctx, c); perr != nil {
+			ctrl.LoggerFrom(ctx).V(1).Info("recording a batch Job's retry on a member failed", "member", c.Name, "error", perr.Error())
+		}
 	}
 }
 
@@ -566,7 +611,13 @@ func (r *FriendDeletionReconciler) memberPatcher(m *snsv1alpha1.FriendDeletion) 
 // status: the member is then left out of the batch.
 func (r *FriendDeletionReconciler) recordMembership(ctx context.Context, p *statusPatcher, fd, m *snsv1alpha1.FriendDeletion, cfg *snsv1alpha1.CallbackConfig, step, name string) (bool, error) {
 	if m == fd {
-		return r.recordJobIntent(ctx, p, fd, stepstatus.Find(fd, step), name)
+		ok, err := r.recordJobIntent(ctx, p, fd, stepstatus.Find(fd, step), name)
+		if isPermanent(err) {
+			// Written with the reconcile's status write.
+			r.membershipRefused(fd, stepstatus.Find(fd, step), err)
+			return false, nil
+		}
+		return ok, err
 	}
 	pt := r.memberPatcher(m)
 	if !r.fixSteps(m, cfg) {
@@ -582,10 +633,26 @@ func (r *FriendDeletionReconciler) recordMembership(ctx context.Context, p *stat
 	switch err := pt.Patch(ctx, m); {
 	case apierrors.IsConflict(err), apierrors.IsNotFound(err):
 		return false, nil
+	case isPermanent(err):
+		r.membershipRefused(m, st, fmt.Errorf("recording batch Job %s in the status of %s: %w", name, m.Name, err))
+		if err := pt.Patch(ctx, m); err != nil && !apierrors.IsConflict(err) && !apierrors.IsNotFound(err) {
+			return false, fmt.Errorf("failing the step of %s, whose membership of batch Job %s was refused: %w", m.Name, name, err)
+		}
+		return false, nil
 	case err != nil:
 		return false, fmt.Errorf("recording batch Job %s in the status of %s: %w", name, m.Name, err)
 	}
 	return true, nil
+}
+
+// membershipRefused fails the step of a member whose membership write the
+// API server refused for good (an admission policy, say): the same write
+// would be refused at every plan, and the member never joined the batch
+// (no Job name is kept).
+func (r *FriendDeletionReconciler) membershipRefused(m *snsv1alpha1.FriendDeletion, st *snsv1alpha1.StepStatus, err error) {
+	st.JobName = ""
+	stepstatus.Mark(m, st, snsv1alpha1.PhaseFailed, snsv1alpha1.ReasonFailed, fmt.Sprintf("Refused for good, not retried: %v", err), r.now())
+	summarize(m, r.now())
 }
 
 // batchCandidates are the FriendDeletions ready for the config's step, fd
