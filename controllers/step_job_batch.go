@@ -47,10 +47,14 @@ import (
 //     joined another group) is left out; if the first member's is, the
 //     group is not formed.
 //  3. Then the Job is created for exactly the members whose write went
-//     through, each an owner of the Job. A manager stopped between 2 and 3
-//     is followed by one whose reconcile of any member finds the Job
-//     missing and creates it for the members the indexRunningJob field
-//     index finds with that Job name recorded: the same members.
+//     through, each an owner of the Job, and the first member records it
+//     created (attempts 1): one write for the batch. A manager stopped
+//     between 2 and 3 is followed by one whose reconcile of any member
+//     finds the Job missing with no member recording it created (the
+//     indexCreatedJob field index), and creates it for the members the
+//     indexRunningJob field index finds with that Job name recorded: the
+//     same members. A Job missing once it was recorded created fails every
+//     member's step: the batch is never run twice.
 //  4. A member whose status names a Job that exists without it (a
 //     membership write that the Job's creation did not see) goes back to
 //     Pending and joins another group: never two Jobs for one deletion.

@@ -93,12 +93,13 @@ func (w *writeLog) forget(key types.NamespacedName) {
 }
 
 // jobDeletionLog remembers, per FriendDeletion, the Jobs seen deleted before
-// their outcome was recorded. A job step records that its Job was seen
-// (attempts 1) only with the next change it writes anyway (a pod failed,
-// the Job finished), not in a write of its own; until then this is how the
-// reconciler knows that a missing Job existed, and fails the step instead
-// of creating it again (deleting a running Job cancels its step). Entries
-// go when the FriendDeletion finishes or is deleted.
+// their outcome was recorded. What lasts is the status: a job step records
+// its Job created (attempts 1) once the create succeeded, on the first
+// member for a batch Job (see jobCreated). This log covers the moment
+// between a create and that record reaching the cache, in which a missing
+// Job is known to have existed only from its delete event: the step fails
+// instead of the Job being created again (deleting a running Job cancels
+// its step). Entries go when the FriendDeletion finishes or is deleted.
 type jobDeletionLog struct {
 	mu   sync.Mutex
 	jobs map[types.NamespacedName]map[string]bool
