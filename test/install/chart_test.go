@@ -622,6 +622,7 @@ func TestChartSpoolOnPersistentVolumes(t *testing.T) {
 		t.Errorf("the chart renders %d Deployments, want only the controllers'", n)
 	}
 	sts := get[appsv1.StatefulSet](t, objs, "StatefulSet", chartReceiver)
+	checkStatefulSetNames(t, objs, objs.find("StatefulSet", chartReceiver))
 	if sts.Spec.Replicas == nil || *sts.Spec.Replicas != 2 {
 		t.Errorf("replicas = %v, want 2", sts.Spec.Replicas)
 	}

@@ -29,12 +29,23 @@ different names: <cut fullname>-<6 hex digits>-<suffix>. Called with
 (list $ "receiver").
 */}}
 {{- define "fdo.suffixedName" -}}
+{{- include "fdo.cutName" (list (index . 0) (index . 1) 63) }}
+{{- end }}
+
+{{/*
+fdo.suffixedName with a limit other than 63: called with (list $ "receiver"
+52) for a StatefulSet, whose pods carry the label
+controller-revision-hash=<StatefulSet name>-<up to 10 characters>, so a
+StatefulSet name over 52 characters gives pods the API server refuses.
+*/}}
+{{- define "fdo.cutName" -}}
 {{- $full := include "fdo.fullname" (index . 0) }}
 {{- $suffix := index . 1 }}
-{{- if le (add (len $full) (len $suffix) 1) 63 }}
+{{- $limit := int (index . 2) }}
+{{- if le (add (len $full) (len $suffix) 1) $limit }}
 {{- printf "%s-%s" $full $suffix }}
 {{- else }}
-{{- $keep := int (sub 63 (add (len $suffix) 8)) }}
+{{- $keep := int (sub $limit (add (len $suffix) 8)) }}
 {{- printf "%s-%s-%s" ($full | trunc $keep | trimSuffix "-") ($full | sha256sum | trunc 6) $suffix }}
 {{- end }}
 {{- end }}
