@@ -29,7 +29,7 @@ var (
 		"Age (since it was received) of the oldest FriendDeletion in phase Pending or Running, by config; 0 when there is none.",
 		[]string{"namespace", "config", "phase"}, nil)
 	descRetentionOverdue = prometheus.NewDesc("friend_deletion_retention_overdue",
-		"Finished FriendDeletions whose retention has passed but which still exist, by config.",
+		"Finished FriendDeletions whose retention age (spec.retention) has passed but which still exist, by config; those beyond maxSucceeded or maxFailed are not counted.",
 		[]string{"namespace", "config"}, nil)
 )
 
