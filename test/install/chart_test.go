@@ -648,6 +648,29 @@ func TestChartSpoolOnPersistentVolumes(t *testing.T) {
 	checkSelects(t, "PodDisruptionBudget "+pdb.Name, pdb.Spec.Selector, all, recv)
 }
 
+// A shutdown delay is accepted while 20 s more stay below the receiver's
+// grace period, whatever its units.
+func TestChartShutdownDelayFitsGracePeriod(t *testing.T) {
+	for _, set := range [][]string{
+		{"receiver.shutdownDelay=24s"},
+		{"receiver.shutdownDelay=24.5s"},
+		{"receiver.shutdownDelay=1500ms"},
+		{"receiver.shutdownDelay=1m", "receiver.terminationGracePeriodSeconds=81"},
+		{"receiver.shutdownDelay=1m30s", "receiver.terminationGracePeriodSeconds=111"},
+	} {
+		var args []string
+		for _, s := range set {
+			args = append(args, "--set", s)
+		}
+		objs := decode(t, mustHelmTemplate(t, "ops", args...))
+		recv := get[appsv1.Deployment](t, objs, "Deployment", chartReceiver)
+		delay := strings.TrimPrefix(set[0], "receiver.shutdownDelay=")
+		if !hasArg(recv.Spec.Template.Spec.Containers[0].Args, "--receiver-shutdown-delay="+delay) {
+			t.Errorf("--set %v: the receiver's args %v lack --receiver-shutdown-delay=%s", set, recv.Spec.Template.Spec.Containers[0].Args, delay)
+		}
+	}
+}
+
 func TestChartRefusesBrokenValues(t *testing.T) {
 	for name, tc := range map[string]struct {
 		set  []string
@@ -662,11 +685,14 @@ func TestChartRefusesBrokenValues(t *testing.T) {
 		"cert-manager without TLS":         {[]string{"receiver.tls.certManager.enabled=true"}, "needs receiver.tls.enabled"},
 		"public TLS without its host name": {[]string{"receiver.service.type=LoadBalancer", "receiver.tls.enabled=true",
 			"receiver.tls.certManager.enabled=true", "receiver.tls.certManager.issuerRef.name=letsencrypt"}, "receiver.tls.certManager.dnsNames"},
-		"Ingress without a host":       {[]string{"ingress.enabled=true"}, "ingress.hosts"},
-		"misspelt value":               {[]string{"reciever.tls.enabled=true"}, "reciever"},
-		"extra mount without a path":   {[]string{"extraVolumeMounts[0].name=ca"}, "mountPath"},
-		"unknown Service type":         {[]string{"receiver.service.type=ExternalName"}, "receiver/service/type"},
-		"spool claims without a spool": {[]string{"receiver.spool.enabled=false", "receiver.spool.persistence.enabled=true"}, "needs receiver.spool.enabled"},
+		"Ingress without a host":               {[]string{"ingress.enabled=true"}, "ingress.hosts"},
+		"misspelt value":                       {[]string{"reciever.tls.enabled=true"}, "reciever"},
+		"extra mount without a path":           {[]string{"extraVolumeMounts[0].name=ca"}, "mountPath"},
+		"unknown Service type":                 {[]string{"receiver.service.type=ExternalName"}, "receiver/service/type"},
+		"spool claims without a spool":         {[]string{"receiver.spool.enabled=false", "receiver.spool.persistence.enabled=true"}, "needs receiver.spool.enabled"},
+		"shutdown delay past the grace period": {[]string{"receiver.shutdownDelay=25s"}, "receiver.terminationGracePeriodSeconds (45)"},
+		"a delay in minutes past the grace period": {[]string{"receiver.shutdownDelay=1m", "receiver.terminationGracePeriodSeconds=80"},
+			"above 80 or shorten"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			var args []string
