@@ -90,7 +90,7 @@ func TestChartDefaults(t *testing.T) {
 		}
 		get[corev1.ServiceAccount](t, objs, "ServiceAccount", release+"-"+role)
 		checkSpreadOverNodes(t, d)
-		checkCPURequest(t, c, role)
+		checkResources(t, c, role)
 	}
 	for _, arg := range []string{"--leader-elect=true", "--leader-election-namespace=ops"} {
 		if c := ctrls.Spec.Template.Spec.Containers[0]; !hasArg(c.Args, arg) {
@@ -346,8 +346,10 @@ func TestChartEveryOption(t *testing.T) {
 				t.Errorf("%s args %q lack %s", role, c.Args, arg)
 			}
 		}
-		if want := resource.MustParse("512Mi"); !c.Resources.Limits.Memory().Equal(want) {
-			t.Errorf("memory limit = %s, want %s", c.Resources.Limits.Memory(), &want)
+		// Each role has resources of its own.
+		want := map[string][2]string{"controllers": {"300Mi", "512Mi"}, "receiver": {"128Mi", "192Mi"}}[role]
+		if req, limit := c.Resources.Requests.Memory(), c.Resources.Limits.Memory(); !req.Equal(resource.MustParse(want[0])) || !limit.Equal(resource.MustParse(want[1])) {
+			t.Errorf("%s memory request %s, limit %s; want %s, %s", role, req, limit, want[0], want[1])
 		}
 		if d.Spec.Template.Labels["team"] != "im" || d.Spec.Template.Spec.PriorityClassName != "system-cluster-critical" ||
 			len(d.Spec.Template.Spec.Tolerations) != 1 || len(d.Spec.Template.Spec.ImagePullSecrets) != 1 {
@@ -814,8 +816,8 @@ func checkSpreadOverNodes(t *testing.T, d *appsv1.Deployment) {
 	}
 }
 
-// A GOMEMLIMIT in extraEnv replaces the one from the memory limit instead of
-// repeating the variable, which server-side apply would refuse.
+// A GOMEMLIMIT in extraEnv is set once, as given: the manager keeps it
+// rather than taking 90% of MEMORY_LIMIT.
 func TestChartGoMemLimitOverride(t *testing.T) {
 	objs := decode(t, mustHelmTemplate(t, "ops", "--set", "extraEnv[0].name=GOMEMLIMIT", "--set", "extraEnv[0].value=400MiB"))
 	ctrls, recvD, _ := chartDeployments(t, objs)
