@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"strconv"
 
 	"github.com/KimMachineGun/automemlimit/memlimit"
 	"github.com/go-logr/logr"
@@ -38,7 +39,7 @@ func main() {
 		return
 	}
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)))
-	setMemoryLimit(memlimit.FromCgroup)
+	setMemoryLimit(memoryLimit(os.Getenv(memoryLimitEnv), memlimit.FromCgroup))
 
 	if err := run(opts, *enableExample); err != nil {
 		ctrl.Log.Error(err, "manager stopped")
@@ -73,13 +74,35 @@ func validate(opts manager.Options, enableExample bool) error {
 // stacks outside the heap, the binary's own pages).
 const memoryLimitRatio = 0.9
 
+// memoryLimitEnv names the variable the chart and the bundle set to the
+// container's memory limit in bytes, through the downward API
+// (resourceFieldRef limits.memory). It is not GOMEMLIMIT itself: the Go
+// runtime would take the whole limit as its target and leave no headroom,
+// and setMemoryLimit leaves a GOMEMLIMIT it finds alone.
+const memoryLimitEnv = "MEMORY_LIMIT"
+
+// memoryLimit is the container's memory limit: value, the content of
+// MEMORY_LIMIT, when it is a number of bytes, else what fallback (the
+// cgroup) says.
+func memoryLimit(value string, fallback memlimit.Provider) memlimit.Provider {
+	if value == "" {
+		return fallback
+	}
+	n, err := strconv.ParseUint(value, 10, 64)
+	if err != nil || n == 0 {
+		ctrl.Log.Info("ignoring "+memoryLimitEnv+": not a number of bytes; using the cgroup's memory limit", "value", value)
+		return fallback
+	}
+	return memlimit.Limit(n)
+}
+
 // setMemoryLimit sets the Go runtime's soft memory limit (GOMEMLIMIT) to
-// 90% of the container's memory limit (from its cgroup) unless GOMEMLIMIT
-// is set, so that the garbage collector works harder as the heap nears the
+// 90% of the container's memory limit (from MEMORY_LIMIT or its cgroup)
+// unless GOMEMLIMIT is set, so that the garbage collector works harder as the heap nears the
 // limit instead of letting it grow to twice what is live, which at start,
 // while the caches fill, can exceed the limit and get the pod OOM-killed.
 // AUTOMEMLIMIT=off turns it off; AUTOMEMLIMIT=0.8 sets another ratio.
-// The limit comes from limit, memlimit.FromCgroup but in tests.
+// The limit comes from limit (see memoryLimit).
 func setMemoryLimit(limit memlimit.Provider) {
 	log := slog.New(logr.ToSlogHandler(ctrl.Log.WithName("memlimit")))
 	_, err := memlimit.Set(memlimit.WithProvider(limit), memlimit.WithRatio(memoryLimitRatio), memlimit.WithLogger(log))

@@ -58,10 +58,21 @@ func TestSetMemoryLimit(t *testing.T) {
 		"AUTOMEMLIMIT=off: no limit":   {env: map[string]string{"AUTOMEMLIMIT": "off"}, limit: memlimit.Limit(256 * mib), want: math.MaxInt64},
 		"no limit in the cgroup":       {limit: func() (uint64, error) { return 0, memlimit.ErrNoLimit }, want: math.MaxInt64},
 		"no cgroup":                    {limit: func() (uint64, error) { return 0, memlimit.ErrNoCgroup }, want: math.MaxInt64},
+		// The chart and the bundle: the limit through the downward API.
+		"MEMORY_LIMIT: 90% of it": {env: map[string]string{"MEMORY_LIMIT": "268435456"},
+			limit: func() (uint64, error) { return 0, memlimit.ErrNoCgroup }, want: 256 * mib * 9 / 10},
+		"MEMORY_LIMIT over the cgroup's": {env: map[string]string{"MEMORY_LIMIT": "201326592"},
+			limit: memlimit.Limit(256 * mib), want: 192 * mib * 9 / 10},
+		"MEMORY_LIMIT and GOMEMLIMIT: GOMEMLIMIT kept": {env: map[string]string{"MEMORY_LIMIT": "268435456", "GOMEMLIMIT": "100MiB"},
+			start: 100 * mib, limit: memlimit.Limit(256 * mib), want: 100 * mib},
+		"MEMORY_LIMIT not bytes: the cgroup's": {env: map[string]string{"MEMORY_LIMIT": "256Mi"},
+			limit: memlimit.Limit(128 * mib), want: 128 * mib * 9 / 10},
 	} {
 		t.Run(name, func(t *testing.T) {
-			t.Setenv("GOMEMLIMIT", "")
-			os.Unsetenv("GOMEMLIMIT")
+			for _, k := range []string{"GOMEMLIMIT", memoryLimitEnv} {
+				t.Setenv(k, "")
+				os.Unsetenv(k)
+			}
 			for k, v := range tc.env {
 				t.Setenv(k, v)
 			}
@@ -71,7 +82,7 @@ func TestSetMemoryLimit(t *testing.T) {
 			}
 			prev := debug.SetMemoryLimit(start) // as the runtime does from GOMEMLIMIT
 			t.Cleanup(func() { debug.SetMemoryLimit(prev) })
-			setMemoryLimit(tc.limit)
+			setMemoryLimit(memoryLimit(os.Getenv(memoryLimitEnv), tc.limit))
 			if got := debug.SetMemoryLimit(-1); got != tc.want {
 				t.Errorf("GOMEMLIMIT = %d MiB, want %d MiB", got/mib, tc.want/mib)
 			}

@@ -29,9 +29,42 @@ var (
 		"Age (since it was received) of the oldest FriendDeletion in phase Pending or Running, by config; 0 when there is none.",
 		[]string{"namespace", "config", "phase"}, nil)
 	descRetentionOverdue = prometheus.NewDesc("friend_deletion_retention_overdue",
-		"Finished FriendDeletions whose retention has passed but which still exist, by config.",
+		"Finished FriendDeletions whose retention age (spec.retention) has passed but which still exist, by config; those beyond maxSucceeded or maxFailed are not counted.",
 		[]string{"namespace", "config"}, nil)
 )
+
+// finishedTotal counts the FriendDeletions this replica recorded finished,
+// once each: when the status write that gives one the phase Succeeded or
+// Failed succeeds (countFinished). Unlike friend_deletion_frienddeletions it
+// keeps growing while retention deletes finished objects, so an alert on
+// its increase sees failures in steady state. Every CallbackConfig's
+// series start at zero on the leader's first scrape (Collect), so that the
+// first failure after a restart is an increase too.
+var finishedTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
+	Name: "friend_deletion_frienddeletions_finished_total",
+	Help: "FriendDeletions recorded finished by this replica, by config and phase (Succeeded, Failed); each counted once, when the status write that finishes it succeeds.",
+}, []string{"namespace", "config", "phase"})
+
+func init() {
+	ctrlmetrics.Registry.MustRegister(finishedTotal)
+}
+
+// finishedBy returns the phase a status write from before to after
+// finished a FriendDeletion with; ok is false unless that write finished it.
+func finishedBy(before, after *snsv1alpha1.FriendDeletion) (phase snsv1alpha1.Phase, ok bool) {
+	if before.Status.Phase.Finished() || !after.Status.Phase.Finished() {
+		return "", false
+	}
+	return after.Status.Phase, true
+}
+
+// countFinished counts a FriendDeletion in finishedTotal when the status
+// write from before to after, which the API server took, finished it.
+func countFinished(before, after *snsv1alpha1.FriendDeletion) {
+	if phase, ok := finishedBy(before, after); ok {
+		finishedTotal.WithLabelValues(after.Namespace, after.Spec.ConfigName, string(phase)).Inc()
+	}
+}
 
 // phases are the phases reported, in order; a FriendDeletion not yet
 // reconciled (no phase) counts as Pending.
@@ -151,6 +184,9 @@ func (c *frienddeletionCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	for k, s := range frienddeletionStats(configs.Items, fds, c.clock.Now()) {
 		for _, p := range phases {
+			if p.Finished() {
+				finishedTotal.WithLabelValues(k.namespace, k.name, string(p)) // a series from zero
+			}
 			ch <- prometheus.MustNewConstMetric(descFriendDeletions, prometheus.GaugeValue, float64(s.count[p]), k.namespace, k.name, string(p))
 			if !p.Finished() {
 				ch <- prometheus.MustNewConstMetric(descOldestAge, prometheus.GaugeValue, s.oldest[p].Seconds(), k.namespace, k.name, string(p))

@@ -6,6 +6,8 @@ import (
 	"time"
 
 	. "github.com/onsi/gomega"
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/clock"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
@@ -126,4 +128,91 @@ func samePointers(a, b []*snsv1alpha1.FriendDeletion) bool {
 		}
 	}
 	return len(a) == len(b) && len(a) > 0
+}
+
+// finishedBy counts a FriendDeletion only on the write that finishes it:
+// not while it runs, not again on a later write of a finished one.
+func TestFinishedBy(t *testing.T) {
+	fd := func(phase snsv1alpha1.Phase) *snsv1alpha1.FriendDeletion {
+		return &snsv1alpha1.FriendDeletion{Status: snsv1alpha1.FriendDeletionStatus{Phase: phase}}
+	}
+	for _, tc := range []struct {
+		before, after snsv1alpha1.Phase
+		want          snsv1alpha1.Phase
+		ok            bool
+	}{
+		{"", snsv1alpha1.PhasePending, "", false},
+		{snsv1alpha1.PhasePending, snsv1alpha1.PhaseRunning, "", false},
+		{snsv1alpha1.PhaseRunning, snsv1alpha1.PhaseSucceeded, snsv1alpha1.PhaseSucceeded, true},
+		{snsv1alpha1.PhaseRunning, snsv1alpha1.PhaseFailed, snsv1alpha1.PhaseFailed, true},
+		{"", snsv1alpha1.PhaseFailed, snsv1alpha1.PhaseFailed, true}, // no config: failed at once
+		{snsv1alpha1.PhaseSucceeded, snsv1alpha1.PhaseSucceeded, "", false},
+		{snsv1alpha1.PhaseFailed, snsv1alpha1.PhaseFailed, "", false},
+	} {
+		phase, ok := finishedBy(fd(tc.before), fd(tc.after))
+		if phase != tc.want || ok != tc.ok {
+			t.Errorf("finishedBy(%q → %q) = %q, %v; want %q, %v", tc.before, tc.after, phase, ok, tc.want, tc.ok)
+		}
+	}
+}
+
+// finishedSeries returns the friend_deletion_frienddeletions_finished_total
+// series of namespace ns, as config/phase → value, without creating any.
+func finishedSeries(t *testing.T, ns string) map[string]float64 {
+	t.Helper()
+	ch := make(chan prometheus.Metric, 1024)
+	finishedTotal.Collect(ch)
+	close(ch)
+	out := map[string]float64{}
+	for m := range ch {
+		var pb dto.Metric
+		if err := m.Write(&pb); err != nil {
+			t.Fatal(err)
+		}
+		l := map[string]string{}
+		for _, p := range pb.GetLabel() {
+			l[p.GetName()] = p.GetValue()
+		}
+		if l["namespace"] == ns {
+			out[l["config"]+"/"+l["phase"]] = pb.GetCounter().GetValue()
+		}
+	}
+	return out
+}
+
+// TestFinishedCounter: each FriendDeletion the controllers finish is
+// counted once under its config and phase, a deletion whose config does not
+// exist included; a config with nothing finished reports zeros once
+// scraped.
+func TestFinishedCounter(t *testing.T) {
+	ns := env.Namespace(t)
+	g := gt(t)
+	srv := newRecordingServer(t, 204)
+	failing := newRecordingServer(t, 500)
+	mgr := startManager(t, ns, testOptions())
+	create(t, newConfig(ns, "app", httpStep("notify", srv.URL, 1)), newConfig(ns, "flaky", httpStep("notify", failing.URL, 1)),
+		newConfig(ns, "idle", httpStep("notify", srv.URL, 1)))
+	create(t, newFriendDeletion(ns, "ok1", "app"), newFriendDeletion(ns, "ok2", "app"),
+		newFriendDeletion(ns, "bad", "flaky"), newFriendDeletion(ns, "lost", "missing"))
+	waitForPhase(t, ns, "ok1", snsv1alpha1.PhaseSucceeded)
+	waitForPhase(t, ns, "ok2", snsv1alpha1.PhaseSucceeded)
+	waitForPhase(t, ns, "bad", snsv1alpha1.PhaseFailed)
+	waitForPhase(t, ns, "lost", snsv1alpha1.PhaseFailed)
+	// The phase read back is the API server's; the counter moves right
+	// after the write is answered.
+	g.Eventually(func() map[string]float64 { return finishedSeries(t, ns) }).Should(Equal(map[string]float64{
+		"app/Succeeded": 2, "flaky/Failed": 1, "missing/Failed": 1,
+	}))
+
+	// A scrape gives every config its series, from zero.
+	c := &frienddeletionCollector{reader: mgr.GetClient(), clock: clock.RealClock{}}
+	ch := make(chan prometheus.Metric, 1024)
+	c.Collect(ch)
+	close(ch)
+	for range ch {
+	}
+	g.Expect(finishedSeries(t, ns)).To(Equal(map[string]float64{
+		"app/Succeeded": 2, "app/Failed": 0, "flaky/Succeeded": 0, "flaky/Failed": 1,
+		"idle/Succeeded": 0, "idle/Failed": 0, "missing/Succeeded": 0, "missing/Failed": 1,
+	}))
 }

@@ -61,6 +61,7 @@ func (p *statusPatcher) Patch(ctx context.Context, fd *snsv1alpha1.FriendDeletio
 	}
 	before := p.base
 	p.base = fd.DeepCopy()
+	countFinished(before, p.base)
 	if p.onWrite != nil {
 		p.onWrite(before, p.base)
 	}

@@ -7,7 +7,8 @@
 #   make helm-lint         lint the chart with default and non-default values
 #   make verify-install    regenerate everything above (make verify diffs it)
 #   make release           the release's artefacts in dist/: install.yaml with
-#                          the image pinned by tag, and the chart archive
+#                          the image IMG pinned by tag, and the chart archive
+#                          for VERSION whose default image is IMG too
 #   make docker-build      build the image (needs a Docker engine)
 
 KUSTOMIZE := $(BIN)/kustomize
@@ -95,7 +96,13 @@ release: chart-crds chart-rbac ## Write dist/install.yaml (image pinned by tag) 
 
 # The artefacts alone, from the committed generated files: DIST/install.yaml
 # rendered with IMG, which must name a tag other than latest, and the chart
-# archive with appVersion VERSION. The tests in test/install run this.
+# archive, version CHART_VERSION with appVersion VERSION, whose default image
+# is IMG too: the packaged values.yaml names IMG's repository, and its tag
+# when that is not VERSION (the chart's default tag is its appVersion). The
+# chart folder is copied, so nothing committed changes. The tests in
+# test/install run this.
+# CHART_VERSION is the packaged chart's version: VERSION without its v.
+CHART_VERSION ?= $(patsubst v%,%,$(VERSION))
 .PHONY: release-artefacts
 release-artefacts: $(KUSTOMIZE) $(HELM)
 	@img="$(IMG)"; tag="$${img##*/}"; case "$$tag" in \
@@ -105,8 +112,15 @@ release-artefacts: $(KUSTOMIZE) $(HELM)
 	  *) echo "IMG=$(IMG) has no tag: a release pins the image by tag" >&2; exit 1;; \
 	esac
 	$(call render-installer,$(DIST)/install.yaml)
-	$(HELM) package $(ROOT)/$(CHART) --app-version $(VERSION) --destination $(DIST)
-	@echo "wrote $(DIST)/install.yaml with image $(IMG) and the chart for $(VERSION)"
+	@chart=$$(mktemp -d) && trap 'rm -rf "$$chart"' EXIT && \
+	cp -R $(ROOT)/$(CHART) "$$chart/" && values="$$chart/$(notdir $(CHART))/values.yaml" && \
+	img="$(IMG)"; repo="$${img%:*}"; tag="$${img##*:}"; \
+	if [ "$$tag" = "$(VERSION)" ]; then tag=""; fi; \
+	sed -i -e 's|^  repository: $(MANAGER_IMAGE)$$|  repository: '"$$repo"'|' -e 's|^  tag: ""$$|  tag: "'"$$tag"'"|' "$$values" && \
+	grep -qx "  repository: $$repo" "$$values" && grep -qx "  tag: \"$$tag\"" "$$values" || \
+	  { echo "$(CHART)/values.yaml: no image.repository $(MANAGER_IMAGE) and empty image.tag to set to IMG" >&2; exit 1; }; \
+	$(HELM) package "$$chart/$(notdir $(CHART))" --app-version $(VERSION) --version $(CHART_VERSION) --destination $(DIST)
+	@echo "wrote $(DIST)/install.yaml and the chart $(CHART_VERSION) for $(VERSION), both with image $(IMG)"
 
 .PHONY: verify-install
 verify-install: build-installer chart-crds chart-rbac ## Regenerate the bundle and the chart's copies (make verify diffs them).

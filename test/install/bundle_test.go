@@ -64,7 +64,7 @@ func TestBundleContents(t *testing.T) {
 			t.Errorf("%s replicas = %v, want 2", role, d.Spec.Replicas)
 		}
 		c := checkManagerPod(t, d, role)
-		checkCPURequest(t, c, role)
+		checkResources(t, c, role)
 		if want := "ghcr.io/imcallback/friend-deletion-operator:" + chartAppVersion(t); c.Image != want {
 			t.Errorf("%s image = %s, want %s (the chart's appVersion; see config/manager/kustomization.yaml)", role, c.Image, want)
 		}

@@ -90,7 +90,7 @@ func TestChartDefaults(t *testing.T) {
 		}
 		get[corev1.ServiceAccount](t, objs, "ServiceAccount", release+"-"+role)
 		checkSpreadOverNodes(t, d)
-		checkCPURequest(t, c, role)
+		checkResources(t, c, role)
 	}
 	for _, arg := range []string{"--leader-elect=true", "--leader-election-namespace=ops"} {
 		if c := ctrls.Spec.Template.Spec.Containers[0]; !hasArg(c.Args, arg) {
@@ -346,8 +346,10 @@ func TestChartEveryOption(t *testing.T) {
 				t.Errorf("%s args %q lack %s", role, c.Args, arg)
 			}
 		}
-		if want := resource.MustParse("512Mi"); !c.Resources.Limits.Memory().Equal(want) {
-			t.Errorf("memory limit = %s, want %s", c.Resources.Limits.Memory(), &want)
+		// Each role has resources of its own.
+		want := map[string][2]string{"controllers": {"300Mi", "512Mi"}, "receiver": {"128Mi", "192Mi"}}[role]
+		if req, limit := c.Resources.Requests.Memory(), c.Resources.Limits.Memory(); !req.Equal(resource.MustParse(want[0])) || !limit.Equal(resource.MustParse(want[1])) {
+			t.Errorf("%s memory request %s, limit %s; want %s, %s", role, req, limit, want[0], want[1])
 		}
 		if d.Spec.Template.Labels["team"] != "im" || d.Spec.Template.Spec.PriorityClassName != "system-cluster-critical" ||
 			len(d.Spec.Template.Spec.Tolerations) != 1 || len(d.Spec.Template.Spec.ImagePullSecrets) != 1 {
@@ -622,6 +624,7 @@ func TestChartSpoolOnPersistentVolumes(t *testing.T) {
 		t.Errorf("the chart renders %d Deployments, want only the controllers'", n)
 	}
 	sts := get[appsv1.StatefulSet](t, objs, "StatefulSet", chartReceiver)
+	checkStatefulSetNames(t, objs, objs.find("StatefulSet", chartReceiver))
 	if sts.Spec.Replicas == nil || *sts.Spec.Replicas != 2 {
 		t.Errorf("replicas = %v, want 2", sts.Spec.Replicas)
 	}
@@ -647,6 +650,29 @@ func TestChartSpoolOnPersistentVolumes(t *testing.T) {
 	checkSelects(t, "PodDisruptionBudget "+pdb.Name, pdb.Spec.Selector, all, recv)
 }
 
+// A shutdown delay is accepted while 20 s more stay below the receiver's
+// grace period, whatever its units.
+func TestChartShutdownDelayFitsGracePeriod(t *testing.T) {
+	for _, set := range [][]string{
+		{"receiver.shutdownDelay=24s"},
+		{"receiver.shutdownDelay=24.5s"},
+		{"receiver.shutdownDelay=1500ms"},
+		{"receiver.shutdownDelay=1m", "receiver.terminationGracePeriodSeconds=81"},
+		{"receiver.shutdownDelay=1m30s", "receiver.terminationGracePeriodSeconds=111"},
+	} {
+		var args []string
+		for _, s := range set {
+			args = append(args, "--set", s)
+		}
+		objs := decode(t, mustHelmTemplate(t, "ops", args...))
+		recv := get[appsv1.Deployment](t, objs, "Deployment", chartReceiver)
+		delay := strings.TrimPrefix(set[0], "receiver.shutdownDelay=")
+		if !hasArg(recv.Spec.Template.Spec.Containers[0].Args, "--receiver-shutdown-delay="+delay) {
+			t.Errorf("--set %v: the receiver's args %v lack --receiver-shutdown-delay=%s", set, recv.Spec.Template.Spec.Containers[0].Args, delay)
+		}
+	}
+}
+
 func TestChartRefusesBrokenValues(t *testing.T) {
 	for name, tc := range map[string]struct {
 		set  []string
@@ -661,11 +687,14 @@ func TestChartRefusesBrokenValues(t *testing.T) {
 		"cert-manager without TLS":         {[]string{"receiver.tls.certManager.enabled=true"}, "needs receiver.tls.enabled"},
 		"public TLS without its host name": {[]string{"receiver.service.type=LoadBalancer", "receiver.tls.enabled=true",
 			"receiver.tls.certManager.enabled=true", "receiver.tls.certManager.issuerRef.name=letsencrypt"}, "receiver.tls.certManager.dnsNames"},
-		"Ingress without a host":       {[]string{"ingress.enabled=true"}, "ingress.hosts"},
-		"misspelt value":               {[]string{"reciever.tls.enabled=true"}, "reciever"},
-		"extra mount without a path":   {[]string{"extraVolumeMounts[0].name=ca"}, "mountPath"},
-		"unknown Service type":         {[]string{"receiver.service.type=ExternalName"}, "receiver/service/type"},
-		"spool claims without a spool": {[]string{"receiver.spool.enabled=false", "receiver.spool.persistence.enabled=true"}, "needs receiver.spool.enabled"},
+		"Ingress without a host":               {[]string{"ingress.enabled=true"}, "ingress.hosts"},
+		"misspelt value":                       {[]string{"reciever.tls.enabled=true"}, "reciever"},
+		"extra mount without a path":           {[]string{"extraVolumeMounts[0].name=ca"}, "mountPath"},
+		"unknown Service type":                 {[]string{"receiver.service.type=ExternalName"}, "receiver/service/type"},
+		"spool claims without a spool":         {[]string{"receiver.spool.enabled=false", "receiver.spool.persistence.enabled=true"}, "needs receiver.spool.enabled"},
+		"shutdown delay past the grace period": {[]string{"receiver.shutdownDelay=25s"}, "receiver.terminationGracePeriodSeconds (45)"},
+		"a delay in minutes past the grace period": {[]string{"receiver.shutdownDelay=1m", "receiver.terminationGracePeriodSeconds=80"},
+			"above 80 or shorten"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			var args []string
@@ -787,8 +816,8 @@ func checkSpreadOverNodes(t *testing.T, d *appsv1.Deployment) {
 	}
 }
 
-// A GOMEMLIMIT in extraEnv replaces the one from the memory limit instead of
-// repeating the variable, which server-side apply would refuse.
+// A GOMEMLIMIT in extraEnv is set once, as given: the manager keeps it
+// rather than taking 90% of MEMORY_LIMIT.
 func TestChartGoMemLimitOverride(t *testing.T) {
 	objs := decode(t, mustHelmTemplate(t, "ops", "--set", "extraEnv[0].name=GOMEMLIMIT", "--set", "extraEnv[0].value=400MiB"))
 	ctrls, recvD, _ := chartDeployments(t, objs)

@@ -214,3 +214,60 @@ func equalJSON(a, b any) bool {
 	jb, _ := json.Marshal(b)
 	return string(ja) == string(jb)
 }
+
+// rulesOf renders the chart's PrometheusRule with the given --set values
+// and returns each alert's expression by name.
+func rulesOf(t *testing.T, set ...string) map[string]string {
+	t.Helper()
+	args := []string{"--set", "metrics.prometheusRule.enabled=true"}
+	for _, s := range set {
+		args = append(args, "--set", s)
+	}
+	objs := decode(t, mustHelmTemplate(t, "ops", args...))
+	rules := objs.ofKind("PrometheusRule")
+	if len(rules) != 1 {
+		t.Fatalf("%d PrometheusRules rendered, want 1", len(rules))
+	}
+	groups, _, _ := unstructured.NestedSlice(rules[0].Object, "spec", "groups")
+	out := map[string]string{}
+	for _, g := range groups {
+		rs, _, _ := unstructured.NestedSlice(g.(map[string]any), "rules")
+		for _, r := range rs {
+			alert, _, _ := unstructured.NestedString(r.(map[string]any), "alert")
+			expr, _, _ := unstructured.NestedString(r.(map[string]any), "expr")
+			out[alert] = expr
+		}
+	}
+	return out
+}
+
+// The alerts cover the controllers and the receiver being gone (their own
+// series, selected by the metrics Service's job and the release's
+// namespace), failures counted as they happen, and the spool: its alerts
+// go with it, the nearly-full threshold from receiver.spool.maxBytes.
+func TestChartAlerts(t *testing.T) {
+	rules := rulesOf(t, "receiver.spool.maxBytes=1000000")
+	self := `namespace="ops", job="` + metricsSvc + `"`
+	for alert, want := range map[string]string{
+		"FriendDeletionControllersDown":  `absent(workqueue_depth{` + self + `, name="frienddeletion"})`,
+		"FriendDeletionReceiverDown":     `absent(friend_deletion_receiver_requests_in_flight{` + self + `})`,
+		"FriendDeletionsFailing":         `increase(friend_deletion_frienddeletions_finished_total{phase="Failed"}[1h])`,
+		"FriendDeletionCallbacksSpooled": `friend_deletion_receiver_spool_entries{` + self + `}) > 0`,
+		"FriendDeletionSpoolBacklog":     `friend_deletion_receiver_spool_oldest_entry_age_seconds{` + self + `})`,
+		"FriendDeletionSpoolNearlyFull":  `friend_deletion_receiver_spool_bytes{` + self + `})` + "\n  > 800000",
+		"FriendDeletionSpoolRejected":    `friend_deletion_receiver_spool_entries{` + self + `}) == 0`,
+	} {
+		if !strings.Contains(rules[alert], want) {
+			t.Errorf("alert %s: expr %q, want it to contain %q", alert, rules[alert], want)
+		}
+	}
+	noSpool := rulesOf(t, "receiver.spool.enabled=false")
+	for alert := range noSpool {
+		if strings.Contains(alert, "Spool") {
+			t.Errorf("alert %s rendered without a spool", alert)
+		}
+	}
+	if _, ok := noSpool["FriendDeletionReceiverDown"]; !ok {
+		t.Errorf("no FriendDeletionReceiverDown without a spool")
+	}
+}

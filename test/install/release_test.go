@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	appsv1 "k8s.io/api/apps/v1"
+	"sigs.k8s.io/yaml"
 )
 
 const (
@@ -176,34 +177,50 @@ func TestReleaseArtefacts(t *testing.T) {
 	}
 	version := chartAppVersion(t)
 	want := managerImage + ":" + version
+	checkRelease(t, dist, want, version)
+	if bundle, _ := os.ReadFile(filepath.Join(dist, "install.yaml")); string(bundle) != string(readFile(t, bundleFile)) {
+		t.Errorf("the release's install.yaml differs from the committed %s", bundleFile)
+	}
+}
 
+// checkRelease checks the artefacts a release wrote into dist: the bundle
+// and the packaged chart, rendered with its defaults, both run image, and
+// the chart archive is version version (without its v), appVersion version,
+// and holds the CRDs.
+func checkRelease(t *testing.T, dist, image, version string) {
+	t.Helper()
 	bundle, err := os.ReadFile(filepath.Join(dist, "install.yaml"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	checkImages(t, "the release's install.yaml", string(bundle), want)
-	if string(bundle) != string(readFile(t, bundleFile)) {
-		t.Errorf("the release's install.yaml differs from the committed %s", bundleFile)
-	}
+	checkImages(t, "the release's install.yaml", string(bundle), image)
 
-	pkgs, _ := filepath.Glob(filepath.Join(dist, "friend-deletion-operator-*.tgz"))
-	if len(pkgs) != 1 {
-		t.Fatalf("the release wrote %d chart archives, want 1: %v", len(pkgs), pkgs)
+	chartVersion := strings.TrimPrefix(version, "v")
+	pkg := filepath.Join(dist, "friend-deletion-operator-"+chartVersion+".tgz")
+	if pkgs, _ := filepath.Glob(filepath.Join(dist, "*.tgz")); len(pkgs) != 1 || pkgs[0] != pkg {
+		t.Fatalf("the release wrote chart archives %v, want only %s", pkgs, pkg)
 	}
 	helm := tool(t, "helm")
-	chartYAML, err := run(t, helm, "show", "chart", pkgs[0])
+	chartYAML, err := run(t, helm, "show", "chart", pkg)
 	if err != nil {
 		t.Fatalf("helm show chart: %v", err)
 	}
-	if !strings.Contains(chartYAML, "appVersion: "+version) {
-		t.Errorf("the packaged chart's appVersion is not %s:\n%s", version, chartYAML)
+	var meta struct {
+		Version    string `json:"version"`
+		AppVersion string `json:"appVersion"`
 	}
-	rendered, err := run(t, helm, "template", "fdo", pkgs[0], "--namespace", "ops")
+	if err := yaml.Unmarshal([]byte(chartYAML), &meta); err != nil {
+		t.Fatalf("the packaged Chart.yaml: %v", err)
+	}
+	if meta.Version != chartVersion || meta.AppVersion != version {
+		t.Errorf("the packaged chart is version %q, appVersion %q; want %q, %q", meta.Version, meta.AppVersion, chartVersion, version)
+	}
+	rendered, err := run(t, helm, "template", "fdo", pkg, "--namespace", "ops")
 	if err != nil {
-		t.Fatalf("helm template %s: %v", pkgs[0], err)
+		t.Fatalf("helm template %s: %v", pkg, err)
 	}
-	checkImages(t, "the packaged chart", rendered, want)
-	crds, err := run(t, helm, "show", "crds", pkgs[0])
+	checkImages(t, "the packaged chart", rendered, image)
+	crds, err := run(t, helm, "show", "crds", pkg)
 	if err != nil {
 		t.Fatalf("helm show crds: %v", err)
 	}
@@ -212,19 +229,39 @@ func TestReleaseArtefacts(t *testing.T) {
 	}
 }
 
+// IMG and VERSION set the image both artefacts name and the chart's
+// version; an image not pinned by a version tag is refused.
 func TestReleaseImage(t *testing.T) {
-	t.Run("another registry, pinned by tag", func(t *testing.T) {
-		img := "registry.example.com:5000/im/friend-deletion-operator:v1.2.3"
-		dist, err := makeRelease(t, "IMG="+img)
-		if err != nil {
-			t.Fatalf("make release-artefacts IMG=%s: %v", img, err)
-		}
-		bundle, err := os.ReadFile(filepath.Join(dist, "install.yaml"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		checkImages(t, "install.yaml", string(bundle), img)
-	})
+	values := readFile(t, chartDir+"/values.yaml")
+	for name, tc := range map[string]struct {
+		vars           []string
+		image, version string
+	}{
+		"another registry, the release's tag": {
+			vars:  []string{"IMG=registry.example.com:5000/im/friend-deletion-operator:v1.2.3", "VERSION=v1.2.3"},
+			image: "registry.example.com:5000/im/friend-deletion-operator:v1.2.3", version: "v1.2.3",
+		},
+		"another registry, a tag of its own": {
+			vars:  []string{"IMG=registry.example.com/im/fdo:v1.2.3-hotfix1", "VERSION=v1.2.3"},
+			image: "registry.example.com/im/fdo:v1.2.3-hotfix1", version: "v1.2.3",
+		},
+		"another registry, the chart's appVersion": {
+			vars:  []string{"IMG=registry.example.com/im/fdo:" + chartAppVersion(t)},
+			image: "registry.example.com/im/fdo:" + chartAppVersion(t), version: chartAppVersion(t),
+		},
+		"another version": {
+			vars:  []string{"VERSION=v2.0.0"},
+			image: managerImage + ":v2.0.0", version: "v2.0.0",
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			dist, err := makeRelease(t, tc.vars...)
+			if err != nil {
+				t.Fatalf("make release-artefacts %v: %v", tc.vars, err)
+			}
+			checkRelease(t, dist, tc.image, tc.version)
+		})
+	}
 	for name, img := range map[string]string{
 		"no tag":       "registry.example.com:5000/im/friend-deletion-operator",
 		"latest":       managerImage + ":latest",
@@ -239,5 +276,8 @@ func TestReleaseImage(t *testing.T) {
 				t.Errorf("a refused release wrote %d files", len(entries))
 			}
 		})
+	}
+	if after := readFile(t, chartDir+"/values.yaml"); string(after) != string(values) {
+		t.Errorf("the releases changed %s/values.yaml", chartDir)
 	}
 }

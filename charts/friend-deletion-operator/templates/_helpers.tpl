@@ -29,12 +29,23 @@ different names: <cut fullname>-<6 hex digits>-<suffix>. Called with
 (list $ "receiver").
 */}}
 {{- define "fdo.suffixedName" -}}
+{{- include "fdo.cutName" (list (index . 0) (index . 1) 63) }}
+{{- end }}
+
+{{/*
+fdo.suffixedName with a limit other than 63: called with (list $ "receiver"
+52) for a StatefulSet, whose pods carry the label
+controller-revision-hash=<StatefulSet name>-<up to 10 characters>, so a
+StatefulSet name over 52 characters gives pods the API server refuses.
+*/}}
+{{- define "fdo.cutName" -}}
 {{- $full := include "fdo.fullname" (index . 0) }}
 {{- $suffix := index . 1 }}
-{{- if le (add (len $full) (len $suffix) 1) 63 }}
+{{- $limit := int (index . 2) }}
+{{- if le (add (len $full) (len $suffix) 1) $limit }}
 {{- printf "%s-%s" $full $suffix }}
 {{- else }}
-{{- $keep := int (sub 63 (add (len $suffix) 8)) }}
+{{- $keep := int (sub $limit (add (len $suffix) 8)) }}
 {{- printf "%s-%s-%s" ($full | trunc $keep | trimSuffix "-") ($full | sha256sum | trunc 6) $suffix }}
 {{- end }}
 {{- end }}
@@ -101,10 +112,32 @@ A role's ServiceAccount: <fullname>-<role> unless named. Called with
 {{- end }}
 {{- end }}
 
+{{/*
+The seconds in a Go duration string such as 5s, 1m30s or 500ms (the format
+values.schema.json admits for durations), as a float.
+*/}}
+{{- define "fdo.seconds" -}}
+{{- $units := dict "h" 3600.0 "m" 60.0 "s" 1.0 "ms" 0.001 "us" 0.000001 "µs" 0.000001 "ns" 0.000000001 }}
+{{- $total := 0.0 }}
+{{- range regexFindAll "[0-9]+(\\.[0-9]+)?(ns|us|µs|ms|s|m|h)" (toString .) -1 }}
+{{- $n := regexFind "^[0-9]+(\\.[0-9]+)?" . }}
+{{- $total = addf $total (mulf (float64 $n) (get $units (trimPrefix $n .))) }}
+{{- end }}
+{{- $total }}
+{{- end }}
+
 {{/* Refuses value combinations that would install something broken. */}}
 {{- define "fdo.validate" -}}
 {{- if and (gt (int .Values.controllers.replicaCount) 1) (not .Values.leaderElection.enabled) }}
 {{- fail "controllers.replicaCount > 1 needs leaderElection.enabled: without it every replica runs the controllers" }}
+{{- end }}
+{{- /* A stopping receiver answers for shutdownDelay, then finishes the
+callbacks in flight (up to 10 s), replays its spool once more (5 s) and
+writes its status: 20 s past the delay must fit the grace period, or the
+kubelet kills it mid-shutdown. */}}
+{{- $delay := include "fdo.seconds" .Values.receiver.shutdownDelay | float64 }}
+{{- if ge (addf $delay 20) (float64 .Values.receiver.terminationGracePeriodSeconds) }}
+{{- fail (printf "receiver.shutdownDelay %s + 20s must stay below receiver.terminationGracePeriodSeconds (%d): after the delay the receiver still finishes the callbacks in flight, replays its spool and writes its status. Raise terminationGracePeriodSeconds above %d or shorten the delay" .Values.receiver.shutdownDelay (int .Values.receiver.terminationGracePeriodSeconds) (int (ceil (addf $delay 20)))) }}
 {{- end }}
 {{- if and .Values.receiver.spool.persistence.enabled (not .Values.receiver.spool.enabled) }}
 {{- fail "receiver.spool.persistence.enabled needs receiver.spool.enabled" }}
