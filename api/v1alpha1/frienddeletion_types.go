@@ -127,8 +127,9 @@ type StepStatus struct {
 	Phase Phase `json:"phase"`
 
 	// attempts counts the tries so far: HTTP requests sent (or external
-	// attempts reported); for a job step, 1 once its Job was seen plus the
-	// Job's failed pods, written with the Job's next news.
+	// attempts reported); for a job step, 1 once its Job was created (written
+	// at once, so a Job found missing later is failed, never created again;
+	// for a batch, on the first member only) plus the Job's failed pods.
 	// +optional
 	// +kubebuilder:validation:Minimum=0
 	Attempts int32 `json:"attempts,omitempty"`
