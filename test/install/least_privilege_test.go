@@ -6,10 +6,12 @@ import (
 	"crypto/sha256"
 	"crypto/tls"
 	"encoding/hex"
+	"encoding/pem"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"os"
 	"os/exec"
@@ -28,6 +30,7 @@ import (
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
@@ -41,9 +44,12 @@ import (
 // --role=receiver as the receiver's ServiceAccount and once with
 // --role=controllers (leader-elected) as the controllers' ServiceAccount,
 // each impersonated with its installed bindings and nothing more. A signed
-// callback goes through to Succeeded, a callback of many pairs gets its
-// ConfigMap, the receiver's counters reach the config's status, and neither
-// process is refused anything by the API server along the way. Then the
+// callback goes through to Succeeded (the receiver reading the token Secret
+// through the controllers' grant, and no other Secret), a callback of many
+// pairs gets its ConfigMap, a batched job step runs, an http step sends a
+// Secret's headers trusting a ConfigMap's CA and retention deletes the
+// Succeeded deletion, the receiver's counters reach the config's status, and
+// neither process is refused anything by the API server along the way. Then the
 // metrics of both are scraped: refused without a token or with one not
 // bound to metrics-reader, served with one that is.
 func TestRolesRunWithInstalledPermissions(t *testing.T) {
@@ -100,6 +106,7 @@ func TestRolesRunWithInstalledPermissions(t *testing.T) {
 	}).WithTimeout(time.Minute).WithPolling(100 * time.Millisecond).Should(Succeed())
 
 	batchedJobRunsWithInstalledPermissions(t, env.Namespace(t))
+	httpStepAndRetentionRunWithInstalledPermissions(t, env.Namespace(t))
 
 	// The receiver's batched counters reach the config's status too.
 	g.Eventually(func(g Gomega) {
@@ -360,6 +367,70 @@ func batchedJobRunsWithInstalledPermissions(t *testing.T, ns string) {
 		var cms corev1.ConfigMapList
 		g.Expect(env.Client.List(t.Context(), &cms, client.InNamespace(ns), client.HasLabels{snsv1alpha1.LabelFriendDeletion})).To(Succeed())
 		g.Expect(cms.Items).To(BeEmpty())
+	}).WithTimeout(time.Minute).WithPolling(100 * time.Millisecond).Should(Succeed())
+}
+
+// httpStepAndRetentionRunWithInstalledPermissions runs a FriendDeletion
+// through an http step over HTTPS that sends the headers of a Secret
+// (headersSecretRef) and trusts the CA of a ConfigMap (caBundleRef), under
+// a retention that keeps no Succeeded FriendDeletion: the request arrives
+// with the Secret's header, and the FriendDeletion, Succeeded, is deleted.
+// Failed ones are kept a week, so its deletion says it succeeded. This
+// needs the controllers' rights to get Secrets and ConfigMaps and to delete
+// FriendDeletions.
+func httpStepAndRetentionRunWithInstalledPermissions(t *testing.T, ns string) {
+	t.Helper()
+	g := NewWithT(t)
+	var mu sync.Mutex
+	var apiKeys []string
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		apiKeys = append(apiKeys, r.Header.Get("X-Api-Key"))
+		mu.Unlock()
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	t.Cleanup(srv.Close)
+	ca := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw})
+
+	g.Expect(env.Client.Create(t.Context(), &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "crm-headers"},
+		StringData: map[string]string{"X-Api-Key": "crm-key"},
+	})).To(Succeed())
+	g.Expect(env.Client.Create(t.Context(), &corev1.ConfigMap{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "crm-ca"},
+		Data:       map[string]string{"ca.crt": string(ca)},
+	})).To(Succeed())
+	cfg := &snsv1alpha1.CallbackConfig{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "notify"},
+		Spec: snsv1alpha1.CallbackConfigSpec{
+			SDKAppID: "1400000001",
+			Cleanup: []snsv1alpha1.CleanupStep{{
+				Name: "notify-crm",
+				HTTP: &snsv1alpha1.HTTPStep{
+					URL:              srv.URL + "/friend-deleted",
+					HeadersSecretRef: &snsv1alpha1.SecretRef{Name: "crm-headers"},
+					CABundleRef:      &snsv1alpha1.ConfigMapKeyRef{Name: "crm-ca"},
+					MaxAttempts:      1,
+				},
+			}},
+			Retention: snsv1alpha1.Retention{Succeeded: &metav1.Duration{}},
+		},
+	}
+	g.Expect(env.Client.Create(t.Context(), cfg)).To(Succeed())
+	fd := &snsv1alpha1.FriendDeletion{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "fd-notify"},
+		Spec: snsv1alpha1.FriendDeletionSpec{ConfigName: "notify", SDKAppID: "1400000001", PairCount: 1, ReceivedAt: metav1.Now(),
+			Pairs: []snsv1alpha1.FriendPair{{From: "alice", To: "bob"}}},
+	}
+	g.Expect(env.Client.Create(t.Context(), fd)).To(Succeed())
+	g.Eventually(func(g Gomega) {
+		mu.Lock()
+		defer mu.Unlock()
+		g.Expect(apiKeys).To(Equal([]string{"crm-key"}))
+	}).WithTimeout(time.Minute).WithPolling(100 * time.Millisecond).Should(Succeed())
+	g.Eventually(func(g Gomega) {
+		err := env.Client.Get(t.Context(), client.ObjectKeyFromObject(fd), fd)
+		g.Expect(apierrors.IsNotFound(err)).To(BeTrue(), "FriendDeletion %s is %s, not deleted by retention (%v)", fd.Name, fd.Status.Phase, err)
 	}).WithTimeout(time.Minute).WithPolling(100 * time.Millisecond).Should(Succeed())
 }
 
