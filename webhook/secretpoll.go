@@ -28,9 +28,9 @@ const tokenSecretReadTimeout = 250 * time.Millisecond
 // reading every Secret's data; this needs get alone, and asks only for the
 // Secrets the CallbackConfigs name. It reads a Secret's metadata from the
 // API server at most once per interval and answers from that read in
-// between (a missing or forbidden Secret included), so a steady stream of callbacks
-// costs one small read per Secret per interval, plus one whole read when
-// its resourceVersion changed.
+// between (a missing or forbidden Secret included), so a steady stream of
+// callbacks costs one small read per Secret per interval, plus one whole
+// read when its resourceVersion changed.
 type polledSecretMetadata struct {
 	// direct reads from the API server.
 	direct   client.Reader
@@ -57,10 +57,10 @@ func newPolledSecretMetadata(direct client.Reader, interval time.Duration, clk c
 
 // Get fills obj, a Secret's PartialObjectMetadata, from a read no older
 // than the interval. When a read fails for another reason than NotFound or
-// Forbidden (the API server is down, throttles or does not answer in time), the last
-// answer stands for another interval: the token is the one last seen, and
-// callbacks signed with it go on being checked, and spooled, through the
-// outage. With no answer yet, the error is returned.
+// Forbidden (the API server is down, throttles or does not answer in
+// time), the last answer stands for another interval: the token is the one
+// last seen, and callbacks signed with it go on being checked, and spooled,
+// through the outage. With no answer yet, the error is returned.
 func (p *polledSecretMetadata) Get(ctx context.Context, key client.ObjectKey, obj client.Object, _ ...client.GetOption) error {
 	into, ok := obj.(*metav1.PartialObjectMetadata)
 	if !ok {

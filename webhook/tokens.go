@@ -64,8 +64,8 @@ func unreadable(err error) bool {
 }
 
 // missingTTL is how long the API server's word that a Secret is missing
-// (or may not be read) is taken without asking again, while the cache does not see the Secret
-// either. A Secret created in the meantime is read as soon as the cache
+// (or may not be read) is taken without asking again, while the cache does
+// not see the Secret either. A Secret created in the meantime is read as soon as the cache
 // sees it.
 const missingTTL = 5 * time.Second
 
