@@ -32,6 +32,9 @@ func TestValidate(t *testing.T) {
 		"receiver with the example step":      {opts: opts(manager.RoleReceiver, "", false), example: true, want: "--enable-example-reconciler"},
 		"a namespace that is no name":         {opts: opts(manager.RoleAll, "im-prod,Im_Staging", false), want: `"Im_Staging"`},
 		"empty entries in the namespace list": {opts: opts(manager.RoleAll, ",im-prod,,", false)},
+		"controllers granting the receiver":   {opts: withReceiverSA(opts(manager.RoleControllers, "", true), "ops/fdo-receiver")},
+		"a receiver account without namespace": {opts: withReceiverSA(opts(manager.RoleControllers, "", true), "fdo-receiver"),
+			want: "--receiver-service-account"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			err := validate(tc.opts, tc.example)
@@ -88,4 +91,9 @@ func TestSetMemoryLimit(t *testing.T) {
 			}
 		})
 	}
+}
+
+func withReceiverSA(o manager.Options, sa string) manager.Options {
+	o.Controllers.ReceiverServiceAccount = sa
+	return o
 }

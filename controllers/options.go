@@ -57,6 +57,13 @@ type Options struct {
 	// config's verify.requestsPerSecond; a longer wait requeues instead.
 	VerifyMaxWait time.Duration
 
+	// ReceiverServiceAccount, "<namespace>/<name>", is the callback
+	// receiver's ServiceAccount when it runs apart (--role=receiver): for
+	// each CallbackConfig the controllers grant it get on the token Secret
+	// the config names, and no other (see receiver_access.go). Empty grants
+	// nothing: the receiver runs with the controllers' identity (--role=all).
+	ReceiverServiceAccount string
+
 	// Clock tells the time to the reconcilers: step start and completion
 	// times, http retry times, external step deadlines and retention. Tests
 	// replace it; it defaults to the real clock.
@@ -122,6 +129,9 @@ func (o *Options) BindFlags(fs *flag.FlagSet) {
 		"Timeout of each IM REST call (v4/sns/friend_check) that verifies pairs.")
 	fs.DurationVar(&o.VerifyMaxWait, "verify-max-wait", o.VerifyMaxWait,
 		"Longest a reconcile waits for its turn under a config's verify.requestsPerSecond before it requeues.")
+	fs.StringVar(&o.ReceiverServiceAccount, "receiver-service-account", o.ReceiverServiceAccount,
+		"The callback receiver's ServiceAccount, <namespace>/<name>, when it runs apart (--role=receiver): for each CallbackConfig, "+
+			"a Role and RoleBinding owned by the config let it get the token Secret the config names and no other. Empty grants nothing.")
 }
 
 // rateLimiter is the per-object backoff after reconcile errors, combined

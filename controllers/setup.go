@@ -162,6 +162,15 @@ func SetupWithManager(mgr ctrl.Manager, opts Options) error {
 	if err != nil {
 		return fmt.Errorf("setting up the CallbackConfig reconciler: %w", err)
 	}
+	if opts.ReceiverServiceAccount != "" {
+		sa, err := ParseServiceAccount(opts.ReceiverServiceAccount)
+		if err != nil {
+			return fmt.Errorf("--receiver-service-account: %w", err)
+		}
+		if err := setupReceiverAccess(mgr, sa, opts); err != nil {
+			return fmt.Errorf("setting up the receiver's access to token Secrets: %w", err)
+		}
+	}
 	if err := addMetrics(mgr, opts); err != nil {
 		return fmt.Errorf("adding the FriendDeletion metrics: %w", err)
 	}
@@ -172,7 +181,9 @@ func SetupWithManager(mgr ctrl.Manager, opts Options) error {
 // operator made (those carrying the FriendDeletion label), so that other
 // Jobs and ConfigMaps in the cluster cost no memory, and keeps only what the
 // reconcilers read of them: a cached Job has no pod template (spec.template
-// is empty) and a cached ConfigMap no data. Read those from the API server
+// is empty) and a cached ConfigMap no data. Roles and RoleBindings are
+// cached only when they grant the receiver a token Secret (see
+// receiver_access.go). Read those from the API server
 // (mgr.GetAPIReader()) if you need them. managedFields are stripped too.
 // A manager holds every retained FriendDeletion: a finished one is cached
 // as its summary (metadata, spec.configName, phase, times, each step's
@@ -185,13 +196,17 @@ func CacheByObject() map[client.Object]cache.ByObject {
 		panic(err) // a constant label key
 	}
 	sel := labels.NewSelector().Add(*owned)
-	return map[client.Object]cache.ByObject{
+	byObject := map[client.Object]cache.ByObject{
 		&batchv1.Job{}:      {Label: sel, Transform: slimJob},
 		&corev1.ConfigMap{}: {Label: sel, Transform: slimConfigMap},
 		// Every FriendDeletion is cached, finished ones (as summaries)
 		// until their retention ends; see slimFriendDeletion.
 		&snsv1alpha1.FriendDeletion{}: {Transform: slimFriendDeletion},
 	}
+	for obj, bo := range receiverAccessCache() {
+		byObject[obj] = bo
+	}
+	return byObject
 }
 
 // unfinishedConfigName is the indexUnfinishedConfigName of a FriendDeletion:

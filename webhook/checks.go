@@ -8,6 +8,8 @@ import (
 	"strings"
 	"time"
 
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+
 	snsv1alpha1 "github.com/imcallback/friend-deletion-operator/api/v1alpha1"
 )
 
@@ -138,6 +140,12 @@ func checkAuth(auth *snsv1alpha1.CallbackAuth, q url.Values, token func() (strin
 		return reject(http.StatusUnauthorized, ReasonSignMismatch, "Sign does not match")
 	}
 	tok, err := token()
+	if apierrors.IsForbidden(err) {
+		// The operator grants the receiver the token Secret a config
+		// names moments after the config is created or changed.
+		return withCause(reject(http.StatusServiceUnavailable, ReasonTokenUnavailable,
+			"callback authentication token is unavailable: the receiver may not read its Secret yet (the operator grants it the Secret the CallbackConfig names)"), err)
+	}
 	if err != nil {
 		return withCause(reject(http.StatusServiceUnavailable, ReasonTokenUnavailable, "callback authentication token is unavailable"), err)
 	}

@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"golang.org/x/sync/singleflight"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/clock"
@@ -29,9 +28,9 @@ const tokenSecretReadTimeout = 250 * time.Millisecond
 // reading every Secret's data; this needs get alone, and asks only for the
 // Secrets the CallbackConfigs name. It reads a Secret's metadata from the
 // API server at most once per interval and answers from that read in
-// between (a missing Secret included), so a steady stream of callbacks
-// costs one small read per Secret per interval, plus one whole read when
-// its resourceVersion changed.
+// between (a missing or forbidden Secret included), so a steady stream of
+// callbacks costs one small read per Secret per interval, plus one whole
+// read when its resourceVersion changed.
 type polledSecretMetadata struct {
 	// direct reads from the API server.
 	direct   client.Reader
@@ -44,8 +43,8 @@ type polledSecretMetadata struct {
 	reads singleflight.Group
 }
 
-// polledMetadata is one read: the Secret's metadata, or the NotFound error
-// the API server answered.
+// polledMetadata is one read: the Secret's metadata, or the NotFound or
+// Forbidden error the API server answered (see unreadable).
 type polledMetadata struct {
 	meta    *metav1.PartialObjectMetadata
 	missing error
@@ -57,11 +56,11 @@ func newPolledSecretMetadata(direct client.Reader, interval time.Duration, clk c
 }
 
 // Get fills obj, a Secret's PartialObjectMetadata, from a read no older
-// than the interval. When a read fails for another reason than NotFound
-// (the API server is down, refuses or does not answer in time), the last
-// answer stands for another interval: the token is the one last seen, and
-// callbacks signed with it go on being checked, and spooled, through the
-// outage. With no answer yet, the error is returned.
+// than the interval. When a read fails for another reason than NotFound or
+// Forbidden (the API server is down, throttles or does not answer in
+// time), the last answer stands for another interval: the token is the one
+// last seen, and callbacks signed with it go on being checked, and spooled,
+// through the outage. With no answer yet, the error is returned.
 func (p *polledSecretMetadata) Get(ctx context.Context, key client.ObjectKey, obj client.Object, _ ...client.GetOption) error {
 	into, ok := obj.(*metav1.PartialObjectMetadata)
 	if !ok {
@@ -78,7 +77,7 @@ func (p *polledSecretMetadata) Get(ctx context.Context, key client.ObjectKey, ob
 			defer cancel()
 			err := p.direct.Get(readCtx, key, read.meta)
 			switch {
-			case apierrors.IsNotFound(err):
+			case unreadable(err):
 				read.meta, read.missing = nil, err
 			case err != nil && had:
 				// Keep the last answer, and ask again an interval later.

@@ -26,15 +26,18 @@ const userAgent = "friend-deletion-operator/callback-receiver"
 // The receiver's permissions, generated into config/rbac/receiver_role.yaml
 // (`make manifests`, paths=./webhook/...). They are all it needs when it
 // runs alone (--role=receiver): it reads CallbackConfigs from its cache and,
-// for the status counters, from the API server; it patches their status; it
-// creates FriendDeletions; and it reads token Secrets by name, with get and
-// nothing else (see polledSecretMetadata), so it can neither list Secrets
-// nor read one whose name it was not given.
+// for the status counters, from the API server; it patches their status;
+// and it creates FriendDeletions. It holds no right on Secrets: it reads
+// token Secrets by name, with get and nothing else (see
+// polledSecretMetadata), and may do so only because the controllers grant
+// it, for each CallbackConfig, get on the one Secret the config's
+// auth.tokenSecretRef names (a Role and RoleBinding owned by the config,
+// see controllers/receiver_access.go). A Secret it was not granted is
+// refused, and answered as a missing one is (see unreadable).
 //
 // +kubebuilder:rbac:groups=sns.imcallback.io,resources=callbackconfigs,verbs=get;list;watch
 // +kubebuilder:rbac:groups=sns.imcallback.io,resources=callbackconfigs/status,verbs=patch
 // +kubebuilder:rbac:groups=sns.imcallback.io,resources=frienddeletions,verbs=create
-// +kubebuilder:rbac:groups="",resources=secrets,verbs=get
 
 // SetupWithManager adds the callback receiver to mgr: the HTTP server, which
 // runs on every replica without leader election, and the flusher that writes

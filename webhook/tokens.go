@@ -36,18 +36,36 @@ type tokenSecrets struct {
 
 	mu     sync.Mutex
 	copies map[types.NamespacedName]*corev1.Secret
-	// missing holds when the API server last said a Secret does not exist,
-	// so that callbacks to a config whose Secret is missing do not each
-	// cost an API request.
-	missing map[types.NamespacedName]time.Time
+	// missing holds when and what the API server last answered for a
+	// Secret it did not give (see unreadable), so that callbacks to a
+	// config whose Secret is missing, or not yet readable, do not each cost
+	// an API request.
+	missing map[types.NamespacedName]missingSecret
 	// reads makes concurrent reads of one changed Secret one API request.
 	reads singleflight.Group
 	now   func() time.Time
 }
 
-// missingTTL is how long the API server's word that a Secret is missing is
-// taken without asking again, while the cache does not see the Secret
-// either. A Secret created in the meantime is read as soon as the cache
+// missingSecret is the API server's last answer for a Secret it did not
+// give, and when it came.
+type missingSecret struct {
+	at  time.Time
+	err error
+}
+
+// unreadable reports whether the API server's answer to a Secret read
+// means the receiver cannot have that Secret for now: it does not exist,
+// or the receiver may not read it. The operator grants the receiver each
+// token Secret a CallbackConfig names (a Role per config, see
+// controllers/receiver_access.go) moments after the config is created or
+// changed, so a refusal is remembered as briefly as a missing Secret.
+func unreadable(err error) bool {
+	return apierrors.IsNotFound(err) || apierrors.IsForbidden(err)
+}
+
+// missingTTL is how long the API server's word that a Secret is missing
+// (or may not be read) is taken without asking again, while the cache does
+// not see the Secret either. A Secret created in the meantime is read as soon as the cache
 // sees it.
 const missingTTL = 5 * time.Second
 
@@ -55,7 +73,7 @@ func newTokenSecrets(meta, direct client.Reader) *tokenSecrets {
 	return &tokenSecrets{
 		meta: meta, direct: direct, now: time.Now,
 		copies:  map[types.NamespacedName]*corev1.Secret{},
-		missing: map[types.NamespacedName]time.Time{},
+		missing: map[types.NamespacedName]missingSecret{},
 	}
 }
 
@@ -64,22 +82,22 @@ func (s *tokenSecrets) Get(ctx context.Context, key types.NamespacedName) (*core
 	m := secretMetadata()
 	err := s.meta.Get(ctx, key, m)
 	switch {
-	case apierrors.IsNotFound(err):
-		// The cache may lag behind a Secret created a moment ago: ask the
-		// API server before saying it is missing.
+	case unreadable(err):
+		// The cache may lag behind a Secret created (or granted) a moment
+		// ago: ask the API server before saying it is missing.
 		m = nil
 	case err != nil:
 		return nil, err
 	}
 	s.mu.Lock()
 	c := s.copies[key]
-	missingSince, wasMissing := s.missing[key]
+	miss, wasMissing := s.missing[key]
 	s.mu.Unlock()
 	if c != nil && m != nil && c.UID == m.UID && c.ResourceVersion == m.ResourceVersion {
 		return c, nil
 	}
-	if m == nil && wasMissing && s.now().Sub(missingSince) < missingTTL {
-		return nil, apierrors.NewNotFound(corev1.Resource("secrets"), key.Name)
+	if m == nil && wasMissing && s.now().Sub(miss.at) < missingTTL {
+		return nil, miss.err
 	}
 	v, err, _ := s.reads.Do(key.String(), func() (any, error) {
 		fresh := &corev1.Secret{}
@@ -87,9 +105,9 @@ func (s *tokenSecrets) Get(ctx context.Context, key types.NamespacedName) (*core
 		s.mu.Lock()
 		defer s.mu.Unlock()
 		switch {
-		case apierrors.IsNotFound(err):
+		case unreadable(err):
 			delete(s.copies, key)
-			s.missing[key] = s.now()
+			s.missing[key] = missingSecret{at: s.now(), err: err}
 			return nil, err
 		case err != nil:
 			return nil, err

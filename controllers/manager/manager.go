@@ -138,6 +138,11 @@ func (o *Options) Validate() error {
 	default:
 		return fmt.Errorf("--role=%q: want %s", o.Role, strings.Join([]string{RoleAll, RoleReceiver, RoleControllers}, ", "))
 	}
+	if o.Controllers.ReceiverServiceAccount != "" {
+		if _, err := controllers.ParseServiceAccount(o.Controllers.ReceiverServiceAccount); err != nil {
+			return fmt.Errorf("--receiver-service-account: %w", err)
+		}
+	}
 	for ns := range namespaces(o.WatchNamespaces) {
 		if errs := validation.IsDNS1123Label(ns); len(errs) > 0 {
 			return fmt.Errorf("--watch-namespaces: %q is not a namespace name: %s", ns, strings.Join(errs, "; "))

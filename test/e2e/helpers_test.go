@@ -169,6 +169,24 @@ spec:
 		g.Expect(kc(g, "get", "callbackconfig", a.name, "-n", a.namespace,
 			"-o", `jsonpath={.status.conditions[?(@.type=="Ready")].status}`)).To(Equal("True"))
 	}).Should(Succeed(), "CallbackConfig %s/%s never became Ready", a.namespace, a.name)
+	// The receiver holds no right on Secrets of its own: the controllers
+	// grant it the token Secret. A callback before the grant is answered
+	// 503 (as the IM backend would retry it); the tests send theirs after.
+	g.Eventually(func(g Gomega) {
+		g.Expect(receiverMayGet(g, a.namespace, a.name+"-token")).To(BeTrue())
+	}).Should(Succeed(), "the receiver was never granted the token Secret of %s/%s", a.namespace, a.name)
+}
+
+// receiverSA is the receiver's ServiceAccount as config/default installs it.
+const receiverSA = "system:serviceaccount:friend-deletion-operator-system:friend-deletion-operator-receiver"
+
+// receiverMayGet asks the API server (kubectl auth can-i) whether the
+// receiver's ServiceAccount may get the Secret.
+func receiverMayGet(g Gomega, namespace, secret string) bool {
+	out, err := kubectl(ctx(), nil, "auth", "can-i", "get", "secret/"+secret, "-n", namespace, "--as="+receiverSA)
+	answer := strings.TrimSpace(string(out))
+	g.Expect(answer).To(BeElementOf("yes", "no"), "kubectl auth can-i: %v", err)
+	return answer == "yes"
 }
 
 // callback is one HTTP request to the receiver.

@@ -179,8 +179,10 @@ func startManager(ctx context.Context, bin string) error {
 	}{
 		{"receiver", "friend-deletion-operator-receiver", []string{"--receiver-bind-address=" + receiverAddr}},
 		// Leader election as deployed, in the operator's namespace, so its
-		// Role is exercised too.
-		{"controllers", "friend-deletion-operator-controller-manager", []string{"--leader-elect"}},
+		// Role is exercised too; and the receiver granted its token Secrets
+		// as deployed.
+		{"controllers", "friend-deletion-operator-controller-manager", []string{"--leader-elect",
+			"--receiver-service-account=" + receiverSANamespace(sas) + "/friend-deletion-operator-receiver"}},
 	} {
 		sa := sas[role.sa]
 		if sa == nil {
@@ -219,6 +221,14 @@ func startManager(ctx context.Context, bin string) error {
 		}
 	}
 	return nil
+}
+
+// receiverSANamespace is the namespace of the receiver's ServiceAccount.
+func receiverSANamespace(sas map[string]*unstructured.Unstructured) string {
+	if sa := sas["friend-deletion-operator-receiver"]; sa != nil {
+		return sa.GetNamespace()
+	}
+	return ""
 }
 
 // withoutDeployment drops the Deployments from a multi-document YAML stream

@@ -71,6 +71,11 @@ func TestBundleContents(t *testing.T) {
 		if role == "controllers" && !hasArg(c.Args, "--leader-elect") {
 			t.Errorf("args %q lack --leader-elect", c.Args)
 		}
+		// The controllers grant the receiver's ServiceAccount the token
+		// Secrets the configs name.
+		if sa := "--receiver-service-account=" + bundleNS + "/" + bundleReceiverSA; role == "controllers" && !hasArg(c.Args, sa) {
+			t.Errorf("args %q lack %s", c.Args, sa)
+		}
 		if role == "receiver" {
 			checkSpool(t, d.Spec.Template.Spec, c, nil)
 		}

@@ -92,7 +92,8 @@ func TestChartDefaults(t *testing.T) {
 		checkSpreadOverNodes(t, d)
 		checkResources(t, c, role)
 	}
-	for _, arg := range []string{"--leader-elect=true", "--leader-election-namespace=ops"} {
+	// The controllers grant the receiver's ServiceAccount the token Secrets.
+	for _, arg := range []string{"--leader-elect=true", "--leader-election-namespace=ops", "--receiver-service-account=ops/" + chartReceiver} {
 		if c := ctrls.Spec.Template.Spec.Containers[0]; !hasArg(c.Args, arg) {
 			t.Errorf("controllers args %q lack %s", c.Args, arg)
 		}
@@ -551,44 +552,6 @@ func TestChartWatchNamespaces(t *testing.T) {
 	}
 }
 
-// With receiver.tokenSecrets, the receiver's generated Secret rule moves out
-// of its ClusterRole into a Role per namespace naming those Secrets; every
-// other generated rule stays as generated.
-func TestChartReceiverTokenSecrets(t *testing.T) {
-	objs := decode(t, mustHelmTemplate(t, "ops", "--set", "receiver.tokenSecrets[0].namespace=chat,receiver.tokenSecrets[0].name=im-token,"+
-		"receiver.tokenSecrets[1].namespace=games,receiver.tokenSecrets[1].name=games-token,receiver.tokenSecrets[2].namespace=chat,receiver.tokenSecrets[2].name=chat-staging"))
-
-	var withoutSecrets []rbacv1.PolicyRule
-	var secretRule rbacv1.PolicyRule
-	for _, r := range generatedRulesOf(t, generatedReceiverRole) {
-		if contains(r.Resources, "secrets") {
-			secretRule = r
-			continue
-		}
-		withoutSecrets = append(withoutSecrets, r)
-	}
-	if len(secretRule.Verbs) == 0 {
-		t.Fatalf("%s grants no Secrets", generatedReceiverRole)
-	}
-	role := get[rbacv1.ClusterRole](t, objs, "ClusterRole", chartReceiver)
-	if !reflect.DeepEqual(role.Rules, withoutSecrets) {
-		t.Errorf("receiver ClusterRole rules = %+v, want the generated ones without Secrets %+v", role.Rules, withoutSecrets)
-	}
-	name := release + "-receiver-token-secrets"
-	for ns, names := range map[string][]string{"chat": {"chat-staging", "im-token"}, "games": {"games-token"}} {
-		r := findIn[rbacv1.Role](t, objs, "Role", name, ns)
-		want := []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"secrets"}, ResourceNames: names, Verbs: secretRule.Verbs}}
-		if !reflect.DeepEqual(r.Rules, want) {
-			t.Errorf("Role %s/%s rules = %+v, want %+v", ns, name, r.Rules, want)
-		}
-		rb := findIn[rbacv1.RoleBinding](t, objs, "RoleBinding", name, ns)
-		checkBinding(t, rb.RoleRef, rb.Subjects, "Role", name, "ops", chartReceiver)
-	}
-	if n := len(objs.ofKind("Role")); n != 3 {
-		t.Errorf("%d Roles rendered, want the leader election's and two of token Secrets", n)
-	}
-}
-
 // metrics.secure=false, for development, serves plain HTTP and grants no
 // token or access reviews.
 func TestChartPlainMetrics(t *testing.T) {
@@ -681,7 +644,7 @@ func TestChartRefusesBrokenValues(t *testing.T) {
 		"replicas without leader election": {[]string{"leaderElection.enabled=false"}, "needs leaderElection.enabled"},
 		"a namespace that is no name":      {[]string{"watchNamespaces={Im_Prod}"}, "watchNamespaces"},
 		"the old replicaCount":             {[]string{"replicaCount=3"}, "replicaCount"},
-		"a token Secret without namespace": {[]string{"receiver.tokenSecrets[0].name=im-token"}, "namespace"},
+		"the removed token Secret list":    {[]string{"receiver.tokenSecrets[0].namespace=chat,receiver.tokenSecrets[0].name=im-token"}, "tokenSecrets"},
 		"TLS without a certificate source": {[]string{"receiver.tls.enabled=true"}, "receiver.tls.secretName"},
 		"cert-manager without an issuer":   {[]string{"receiver.tls.enabled=true", "receiver.tls.certManager.enabled=true"}, "issuerRef.name"},
 		"cert-manager without TLS":         {[]string{"receiver.tls.certManager.enabled=true"}, "needs receiver.tls.enabled"},

@@ -6,10 +6,12 @@ import (
 	"crypto/sha256"
 	"crypto/tls"
 	"encoding/hex"
+	"encoding/pem"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"os"
 	"os/exec"
@@ -28,6 +30,7 @@ import (
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
@@ -41,9 +44,12 @@ import (
 // --role=receiver as the receiver's ServiceAccount and once with
 // --role=controllers (leader-elected) as the controllers' ServiceAccount,
 // each impersonated with its installed bindings and nothing more. A signed
-// callback goes through to Succeeded, a callback of many pairs gets its
-// ConfigMap, the receiver's counters reach the config's status, and neither
-// process is refused anything by the API server along the way. Then the
+// callback goes through to Succeeded (the receiver reading the token Secret
+// through the controllers' grant, and no other Secret), a callback of many
+// pairs gets its ConfigMap, a batched job step runs, an http step sends a
+// Secret's headers trusting a ConfigMap's CA and retention deletes the
+// Succeeded deletion, the receiver's counters reach the config's status, and
+// neither process is refused anything by the API server along the way. Then the
 // metrics of both are scraped: refused without a token or with one not
 // bound to metrics-reader, served with one that is.
 func TestRolesRunWithInstalledPermissions(t *testing.T) {
@@ -62,6 +68,7 @@ func TestRolesRunWithInstalledPermissions(t *testing.T) {
 	controllers := startManager(t, bin, "controllers", kubeconfigAs(t, bundleNS, bundleSA),
 		"--role=controllers",
 		"--leader-elect",
+		"--receiver-service-account="+bundleNS+"/"+bundleReceiverSA,
 		"--leader-election-namespace="+bundleNS,
 		"--leader-election-id=least-privilege-test",
 		"--metrics-bind-address="+controllersMetrics,
@@ -69,7 +76,8 @@ func TestRolesRunWithInstalledPermissions(t *testing.T) {
 	)
 
 	ns := env.Namespace(t)
-	callbackURL, cfg := callbackToSucceeded(t, receiverAddr, ns)
+	callbackURL, cfg := callbackToSucceeded(t, receiverAddr, ns, bundleNS, bundleReceiverSA)
+	receiverReadsOnlyTokenSecrets(t, ns, bundleNS, bundleReceiverSA)
 
 	// A deletion of many pairs (over controllers.InlinePairsLimit as JSON)
 	// gets its pairs file from a ConfigMap, also owned by the FriendDeletion.
@@ -98,6 +106,7 @@ func TestRolesRunWithInstalledPermissions(t *testing.T) {
 	}).WithTimeout(time.Minute).WithPolling(100 * time.Millisecond).Should(Succeed())
 
 	batchedJobRunsWithInstalledPermissions(t, env.Namespace(t))
+	httpStepAndRetentionRunWithInstalledPermissions(t, env.Namespace(t))
 
 	// The receiver's batched counters reach the config's status too.
 	g.Eventually(func(g Gomega) {
@@ -174,27 +183,29 @@ func TestRolesRunWatchingNamespaces(t *testing.T) {
 	controllers := startManager(t, bin, "controllers", kubeconfigAs(t, release, chartControllers),
 		"--role=controllers",
 		"--watch-namespaces="+watched,
+		"--receiver-service-account="+release+"/"+chartReceiver,
 		"--leader-elect",
 		"--leader-election-namespace="+release,
 		"--metrics-bind-address=0",
 		"--health-probe-bind-address=0",
 	)
-	callbackToSucceeded(t, receiverAddr, watched)
+	callbackToSucceeded(t, receiverAddr, watched, release, chartReceiver)
 	for _, p := range []*managerProcess{receiver, controllers} {
 		g.Expect(p.log()).NotTo(ContainSubstring("forbidden"), "the %s process was refused a request", p.name)
 	}
 }
 
 // callbackToSucceeded creates a token Secret and a CallbackConfig with one
-// job step in ns, waits for the config to be Ready, sends a signed callback
-// to the receiver at receiverAddr, plays the Job controller, and waits for
-// the FriendDeletion to reach Succeeded. It returns the callback URL and
-// the config.
-func callbackToSucceeded(t *testing.T, receiverAddr, ns string) (string, *snsv1alpha1.CallbackConfig) {
+// job step in ns, waits for the config to be Ready and for the controllers
+// to grant the receiver's ServiceAccount (recvNS/recvSA) the token Secret,
+// sends a signed callback to the receiver at receiverAddr, plays the Job
+// controller, and waits for the FriendDeletion to reach Succeeded. It
+// returns the callback URL and the config.
+func callbackToSucceeded(t *testing.T, receiverAddr, ns, recvNS, recvSA string) (string, *snsv1alpha1.CallbackConfig) {
 	t.Helper()
 	g := NewWithT(t)
-	const token = "least-privilege-token"
-	cfg := createChatApp(t, ns, token)
+	const secret = "least-privilege-token"
+	cfg := createChatApp(t, ns, secret)
 
 	// The CallbackConfig reconciler, reading the Secret as the controllers,
 	// reports the config Ready.
@@ -206,10 +217,17 @@ func callbackToSucceeded(t *testing.T, receiverAddr, ns string) (string, *snsv1a
 			HaveField("Type", snsv1alpha1.ConditionReady), HaveField("Status", metav1.ConditionTrue))))
 	}).WithTimeout(time.Minute).WithPolling(100 * time.Millisecond).Should(Succeed())
 
+	// The controllers grant the receiver the token Secret, and nothing
+	// grants it before: the receiver's own role holds no Secret. Waiting
+	// for the authorizer to see the grant keeps the receiver's first read
+	// from being refused (which it would answer 503 and retry).
+	token := authorizationv1.ResourceAttributes{Namespace: ns, Resource: "secrets", Name: "im-token", Verb: "get"}
+	waitForBindings(t, recvNS, recvSA, []authorizationv1.ResourceAttributes{token})
+
 	// A signed callback is stored: the receiver read the token Secret by
 	// name and created the FriendDeletion with its own permissions.
 	now := strconv.FormatInt(time.Now().Unix(), 10)
-	sum := sha256.Sum256([]byte(token + now))
+	sum := sha256.Sum256([]byte(secret + now))
 	q := url.Values{
 		"SdkAppid": {"1400000001"}, "CallbackCommand": {"Sns.CallbackFriendDelete"}, "contenttype": {"json"},
 		"ClientIP": {"127.0.0.1"}, "OptPlatform": {"RESTAPI"}, "RequestTime": {now}, "Sign": {hex.EncodeToString(sum[:])},
@@ -246,6 +264,53 @@ func callbackToSucceeded(t *testing.T, receiverAddr, ns string) (string, *snsv1a
 	}).WithTimeout(time.Minute).WithPolling(100 * time.Millisecond).Should(Succeed())
 
 	return callbackURL, cfg
+}
+
+// receiverReadsOnlyTokenSecrets asks the API server's authorizer, once the
+// controllers have granted the receiver's ServiceAccount (recvNS/recvSA)
+// the token Secret of a config in ns, what else of the config's Secrets it
+// may read: nothing. Not the IM app's secret key spec.verify names, not the
+// credentials an http step's headersSecretRef names, not a Helm release's
+// Secret or any other by name, not the token's name in another namespace,
+// and no list or watch.
+func receiverReadsOnlyTokenSecrets(t *testing.T, ns, recvNS, recvSA string) {
+	t.Helper()
+	g := NewWithT(t)
+	cfg := &snsv1alpha1.CallbackConfig{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "guarded"},
+		Spec: snsv1alpha1.CallbackConfigSpec{
+			SDKAppID: "1400000002",
+			Auth:     &snsv1alpha1.CallbackAuth{TokenSecretRef: snsv1alpha1.SecretKeyRef{Name: "guarded-token", Key: "token"}},
+			Verify: &snsv1alpha1.Verify{Endpoint: "https://im.example.com", Identifier: "administrator",
+				SecretKeyRef: snsv1alpha1.SecretKeyRef{Name: "im-admin-key", Key: "secretKey"}},
+			Cleanup: []snsv1alpha1.CleanupStep{{
+				Name: "notify-crm",
+				HTTP: &snsv1alpha1.HTTPStep{URL: "https://crm.example.com/friend-deleted", HeadersSecretRef: &snsv1alpha1.SecretRef{Name: "crm-headers"}},
+			}},
+		},
+	}
+	g.Expect(env.Client.Create(t.Context(), cfg)).To(Succeed())
+	waitForBindings(t, recvNS, recvSA, []authorizationv1.ResourceAttributes{{Namespace: ns, Resource: "secrets", Name: "guarded-token", Verb: "get"}})
+	for _, attrs := range []authorizationv1.ResourceAttributes{
+		{Namespace: ns, Resource: "secrets", Name: "im-admin-key", Verb: "get"},
+		{Namespace: ns, Resource: "secrets", Name: "crm-headers", Verb: "get"},
+		{Namespace: ns, Resource: "secrets", Name: "sh.helm.release.v1.fdo.v1", Verb: "get"},
+		{Namespace: ns, Resource: "secrets", Verb: "get"},
+		{Namespace: ns, Resource: "secrets", Verb: "list"},
+		{Namespace: ns, Resource: "secrets", Name: "guarded-token", Verb: "watch"},
+		{Namespace: ns, Resource: "secrets", Name: "guarded-token", Verb: "update"},
+		{Namespace: recvNS, Resource: "secrets", Name: "guarded-token", Verb: "get"},
+		{Namespace: "kube-system", Resource: "secrets", Name: "im-token", Verb: "get"},
+	} {
+		if allowed(t, recvNS, recvSA, attrs) {
+			t.Errorf("the receiver may %s Secret %q in %q; it should read only the token Secrets configs name", attrs.Verb, attrs.Name, attrs.Namespace)
+		}
+	}
+	for _, name := range []string{"im-token", "guarded-token"} {
+		if !allowed(t, recvNS, recvSA, authorizationv1.ResourceAttributes{Namespace: ns, Resource: "secrets", Name: name, Verb: "get"}) {
+			t.Errorf("the receiver may not get the token Secret %s/%s", ns, name)
+		}
+	}
 }
 
 // batchedJobRunsWithInstalledPermissions runs two FriendDeletions of many
@@ -302,6 +367,70 @@ func batchedJobRunsWithInstalledPermissions(t *testing.T, ns string) {
 		var cms corev1.ConfigMapList
 		g.Expect(env.Client.List(t.Context(), &cms, client.InNamespace(ns), client.HasLabels{snsv1alpha1.LabelFriendDeletion})).To(Succeed())
 		g.Expect(cms.Items).To(BeEmpty())
+	}).WithTimeout(time.Minute).WithPolling(100 * time.Millisecond).Should(Succeed())
+}
+
+// httpStepAndRetentionRunWithInstalledPermissions runs a FriendDeletion
+// through an http step over HTTPS that sends the headers of a Secret
+// (headersSecretRef) and trusts the CA of a ConfigMap (caBundleRef), under
+// a retention that keeps no Succeeded FriendDeletion: the request arrives
+// with the Secret's header, and the FriendDeletion, Succeeded, is deleted.
+// Failed ones are kept a week, so its deletion says it succeeded. This
+// needs the controllers' rights to get Secrets and ConfigMaps and to delete
+// FriendDeletions.
+func httpStepAndRetentionRunWithInstalledPermissions(t *testing.T, ns string) {
+	t.Helper()
+	g := NewWithT(t)
+	var mu sync.Mutex
+	var apiKeys []string
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		apiKeys = append(apiKeys, r.Header.Get("X-Api-Key"))
+		mu.Unlock()
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	t.Cleanup(srv.Close)
+	ca := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw})
+
+	g.Expect(env.Client.Create(t.Context(), &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "crm-headers"},
+		StringData: map[string]string{"X-Api-Key": "crm-key"},
+	})).To(Succeed())
+	g.Expect(env.Client.Create(t.Context(), &corev1.ConfigMap{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "crm-ca"},
+		Data:       map[string]string{"ca.crt": string(ca)},
+	})).To(Succeed())
+	cfg := &snsv1alpha1.CallbackConfig{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "notify"},
+		Spec: snsv1alpha1.CallbackConfigSpec{
+			SDKAppID: "1400000001",
+			Cleanup: []snsv1alpha1.CleanupStep{{
+				Name: "notify-crm",
+				HTTP: &snsv1alpha1.HTTPStep{
+					URL:              srv.URL + "/friend-deleted",
+					HeadersSecretRef: &snsv1alpha1.SecretRef{Name: "crm-headers"},
+					CABundleRef:      &snsv1alpha1.ConfigMapKeyRef{Name: "crm-ca"},
+					MaxAttempts:      1,
+				},
+			}},
+			Retention: snsv1alpha1.Retention{Succeeded: &metav1.Duration{}},
+		},
+	}
+	g.Expect(env.Client.Create(t.Context(), cfg)).To(Succeed())
+	fd := &snsv1alpha1.FriendDeletion{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "fd-notify"},
+		Spec: snsv1alpha1.FriendDeletionSpec{ConfigName: "notify", SDKAppID: "1400000001", PairCount: 1, ReceivedAt: metav1.Now(),
+			Pairs: []snsv1alpha1.FriendPair{{From: "alice", To: "bob"}}},
+	}
+	g.Expect(env.Client.Create(t.Context(), fd)).To(Succeed())
+	g.Eventually(func(g Gomega) {
+		mu.Lock()
+		defer mu.Unlock()
+		g.Expect(apiKeys).To(Equal([]string{"crm-key"}))
+	}).WithTimeout(time.Minute).WithPolling(100 * time.Millisecond).Should(Succeed())
+	g.Eventually(func(g Gomega) {
+		err := env.Client.Get(t.Context(), client.ObjectKeyFromObject(fd), fd)
+		g.Expect(apierrors.IsNotFound(err)).To(BeTrue(), "FriendDeletion %s is %s, not deleted by retention (%v)", fd.Name, fd.Status.Phase, err)
 	}).WithTimeout(time.Minute).WithPolling(100 * time.Millisecond).Should(Succeed())
 }
 
