@@ -82,6 +82,11 @@ type Options struct {
 	// empty the spool into the API server.
 	SpoolDrainTimeout time.Duration
 
+	// SpoolRequeueRejected moves, at start, the spool's entries that the API
+	// server refused for good on replay back to the waiting entries, to be
+	// tried again once the cause is fixed (a namespace created again, say).
+	SpoolRequeueRejected bool
+
 	// ReplicaName names this replica in the CallbackConfig condition that
 	// reports its spooled callbacks. Defaults to the host name, which is the
 	// pod's name.
@@ -139,6 +144,8 @@ func (o *Options) BindFlags(fs *flag.FlagSet) {
 		"Part of --receiver-write-timeout spent trying the API server before spooling; the rest is for the spool write.")
 	fs.DurationVar(&o.SpoolDrainTimeout, "receiver-spool-drain-timeout", o.SpoolDrainTimeout,
 		"How long the replayer tries, on shutdown, to store what is left in the spool.")
+	fs.BoolVar(&o.SpoolRequeueRejected, "receiver-spool-requeue-rejected", o.SpoolRequeueRejected,
+		"At start, move the spool's entries the API server refused for good on replay (see the spool_rejected_entries metric) back to be replayed again.")
 	fs.StringVar(&o.ReplicaName, "receiver-replica-name", o.ReplicaName,
 		"Name of this replica in the CallbackConfig condition that reports its spooled callbacks; defaults to the host name.")
 }

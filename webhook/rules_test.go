@@ -227,13 +227,13 @@ func TestOptionsFlags(t *testing.T) {
 		"--receiver-max-concurrent-bodies=8", "--receiver-write-timeout=1s", "--receiver-trust-forwarded-for", "--receiver-status-flush-interval=10s",
 		"--receiver-kube-api-qps=-1", "--receiver-kube-api-burst=5", "--receiver-shutdown-timeout=3s",
 		"--receiver-shutdown-delay=2s", "--receiver-spool-dir=/spool", "--receiver-spool-max-bytes=4096",
-		"--receiver-spool-after=700ms", "--receiver-spool-drain-timeout=1s", "--receiver-replica-name=pod-0",
+		"--receiver-spool-after=700ms", "--receiver-spool-drain-timeout=1s", "--receiver-spool-requeue-rejected", "--receiver-replica-name=pod-0",
 	})).To(Succeed())
 	g.Expect(o).To(Equal(Options{
 		BindAddress: "127.0.0.1:9443", CertDir: "/certs", MaxBodyBytes: 2048, MaxConcurrentBodies: 8, WriteTimeout: time.Second,
 		TrustForwardedFor: true, StatusFlushInterval: 10 * time.Second, KubeAPIQPS: -1, KubeAPIBurst: 5,
 		ShutdownTimeout: 3 * time.Second, ShutdownDelay: 2 * time.Second, SpoolDir: "/spool", SpoolMaxBytes: 4096,
-		SpoolAfter: 700 * time.Millisecond, SpoolDrainTimeout: time.Second, ReplicaName: "pod-0",
+		SpoolAfter: 700 * time.Millisecond, SpoolDrainTimeout: time.Second, SpoolRequeueRejected: true, ReplicaName: "pod-0",
 	}))
 	g.Expect(o.Validate()).To(Succeed())
 
