@@ -127,6 +127,9 @@ type load struct {
 	sent   []string
 	ok     map[string]bool
 	failed []string
+	// answeredFail are the failed ones that got an HTTP answer (FAIL or
+	// another status), not a transport error.
+	answeredFail []string
 	// slowest is the longest a callback waited for its answer.
 	slowest time.Duration
 	stop    chan struct{}
@@ -165,6 +168,7 @@ func (l *load) one(id string) {
 		l.failed = append(l.failed, fmt.Sprintf("%s: %v", id, err))
 	case r.status != http.StatusOK || r.raw != okAnswer:
 		l.failed = append(l.failed, fmt.Sprintf("%s: %d %s", id, r.status, r.raw))
+		l.answeredFail = append(l.answeredFail, l.failed[len(l.failed)-1])
 	default:
 		l.ok[id] = true
 	}
