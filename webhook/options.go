@@ -150,6 +150,22 @@ func (o *Options) BindFlags(fs *flag.FlagSet) {
 		"Name of this replica in the CallbackConfig condition that reports its spooled callbacks; defaults to the host name.")
 }
 
+// statusFinalFlush bounds the status flusher's last write on shutdown, after
+// the server and the replayer have finished.
+const statusFinalFlush = 5 * time.Second
+
+// ShutdownBudget is the longest the receiver takes to stop once told to:
+// it keeps serving for ShutdownDelay, waits up to ShutdownTimeout for the
+// callbacks in flight, lets the replayer try for SpoolDrainTimeout to empty
+// the spool, and writes the callback counters to status one last time (up
+// to 5 s). The manager's GracefulShutdownTimeout must be at least this, or
+// it stops waiting while the receiver still answers or drains; and the
+// pod's terminationGracePeriodSeconds must exceed it, or the kubelet kills
+// the process first. With the defaults it is 25 s: ShutdownDelay + 20 s.
+func (o *Options) ShutdownBudget() time.Duration {
+	return o.ShutdownDelay + o.ShutdownTimeout + o.SpoolDrainTimeout + statusFinalFlush
+}
+
 // Validate reports the first option that cannot work.
 func (o *Options) Validate() error {
 	switch {
