@@ -121,6 +121,8 @@ func TestRejections(t *testing.T) {
 		{"body not JSON", call{path: plain, query: query(), body: "CallbackCommand=Sns.CallbackFriendDelete"}, 400, "body is not valid JSON"},
 		{"body cut short", call{path: plain, query: query(), body: good[:len(good)-2]}, 400, "body is not valid JSON"},
 		{"body with trailing data", call{path: plain, query: query(), body: good + "{}"}, 400, "body is not valid JSON"},
+		{"body nested 33 deep", call{path: plain, query: query(), body: bodyWith(`[{"From_Account":"alice","To_Account":"bob","x":` + strings.Repeat("[", 30) + strings.Repeat("]", 30) + `}]`)}, 400, "body nests arrays and objects more than 32 deep"},
+		{"brackets in strings are not nesting", call{path: plain, query: query(), body: bodyWith(`[{"From_Account":"alice","x":"\"` + strings.Repeat("[", 40) + `"}]`)}, 400, "PairList[0].To_Account is missing"},
 		{"body is an array", call{path: plain, query: query(), body: "[" + good + "]"}, 400, "body is not a JSON object"},
 		{"body is null", call{path: plain, query: query(), body: "null"}, 400, "body is not a JSON object"},
 		{"body not UTF-8", call{path: plain, query: query(), body: bodyWith(`[{"From_Account":"ali` + "\xff" + `ce","To_Account":"bob"}]`)}, 400, "body is not valid UTF-8"},
