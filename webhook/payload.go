@@ -446,9 +446,9 @@ func (s *pairSet) result() ([]snsv1alpha1.FriendPair, *rejection) {
 // them. Refused are what a terminal does not show or shows elsewhere:
 // control, format (zero-width and bidirectional marks among them), line and
 // paragraph separators, spaces other than U+0020, default-ignorable code
-// points (variation selectors, Hangul fillers), private-use code points and
-// noncharacters, so that the FROM and TO of kubectl get fdel show what the
-// account is. U+FFFD is refused as invalid UTF-8: it is what a lone
+// points (variation selectors, Hangul fillers), private-use code points,
+// noncharacters and unassigned code points, so that the FROM and TO of
+// kubectl get fdel show what the account is. U+FFFD is refused as invalid UTF-8: it is what a lone
 // surrogate escape such as \ud800 decodes to.
 func accountProblem(s string) string {
 	if s == "" {
@@ -491,6 +491,12 @@ func runeProblem(r rune) string {
 		return "a private-use character"
 	case unicode.Is(unicode.Noncharacter_Code_Point, r):
 		return "a noncharacter"
+	case !unicode.In(r, unicode.L, unicode.M, unicode.N, unicode.P, unicode.S):
+		// Every category but these is refused above, so this is Cn: a code
+		// point no character is assigned to (in Go's unicode.Version), which
+		// a terminal shows as a box or nothing, and which may mean something
+		// else once assigned.
+		return "an unassigned code point"
 	}
 	return ""
 }

@@ -263,3 +263,29 @@ func TestOptionsFlags(t *testing.T) {
 		g.Expect(o.Validate()).To(HaveOccurred())
 	}
 }
+
+// TestAccountCharacters walks every code point: an account may hold only
+// U+0020 and characters of the letter, mark, number, punctuation and symbol
+// categories, so an unassigned code point (no category), like every other
+// invisible class, is refused; and the characters of names in use (CJK,
+// Hangul, Cyrillic, Arabic, an emoji) pass.
+func TestAccountCharacters(t *testing.T) {
+	for r := rune(0); r <= unicode.MaxRune; r++ {
+		if r >= 0xD800 && r <= 0xDFFF {
+			continue // surrogates are not in valid UTF-8
+		}
+		if runeProblem(r) == "" && r != ' ' && !unicode.In(r, unicode.L, unicode.M, unicode.N, unicode.P, unicode.S) {
+			t.Errorf("U+%04X passes, outside the letter, mark, number, punctuation and symbol categories", r)
+		}
+	}
+	for _, r := range []rune{0x0378, 0x0380, 0x1FFFD, 0x2FFFD} {
+		if runeProblem(r) == "" {
+			t.Errorf("unassigned U+%04X passes", r)
+		}
+	}
+	for _, account := range []string{"张伟", "김민준", "Дмитрий", "محمد", "user_01-a", "Ana María", "😀"} {
+		if problem := accountProblem(account); problem != "" {
+			t.Errorf("accountProblem(%q) = %q, want none", account, problem)
+		}
+	}
+}
