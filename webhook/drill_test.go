@@ -374,3 +374,54 @@ func TestDrillSpoolFull(t *testing.T) {
 }
 
 func stringsReader(s string) *strings.Reader { return strings.NewReader(s) }
+
+// TestDrillAPIServerBackDuringShutdown spools callbacks while the API server
+// is unreachable, stops the receiver as SIGTERM does, and brings the API
+// server back while the receiver still serves its shutdown delay: the
+// replayer's last attempt, once the server has answered its last callback,
+// stores every spooled callback, once, and the receiver exits with its
+// spool empty.
+func TestDrillAPIServerBackDuringShutdown(t *testing.T) {
+	requireEnv(t)
+	g := NewWithT(t)
+	proxy := newFaultProxy(t, upstreamAddr(t, env))
+	opts := drillOptions(t)
+	opts.ShutdownDelay = 2 * time.Second
+	d := startDrillReceiver(t, proxiedConfig(t, env, proxy), opts)
+	h := &harness{t: t, env: env, mgr: d.mgr, ns: env.Namespace(t)}
+	h.config("plain", nil)
+	send := callbackSender(imBackend(), func() string { return d.base }, h.ns)
+	warmUp(t, send, "warm-up")
+
+	proxy.refuse()
+	ok := map[string]bool{"warm-up": true}
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	for i := range 20 {
+		id := fmt.Sprintf("cb-%03d", i)
+		wg.Go(func() {
+			r, err := send(id)
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil || r.raw != okAnswer {
+				t.Errorf("callback %s while the API server is unreachable: %+v %v", id, r, err)
+				return
+			}
+			ok[id] = true
+		})
+	}
+	wg.Wait()
+	g.Expect(d.parts.replayer.spool.snapshot().entries).To(Equal(20))
+
+	d.cancel()
+	g.Eventually(func() error { return d.parts.ReadyCheck(nil) }).WithTimeout(time.Minute).WithPolling(10*time.Millisecond).
+		Should(HaveOccurred(), "readiness fails as soon as the receiver is told to stop")
+	proxy.heal()
+	<-d.stopped
+
+	g.Expect(testutil.ToFloat64(d.parts.metrics.replays)).To(Equal(20.0))
+	checkSpoolFile(t, opts.SpoolDir)
+	g.Expect(spooledRequestIDs(t, opts.SpoolDir)).To(BeEmpty(), "the receiver left callbacks in its spool although the API server was back")
+	expectStoredOnce(t, h.ns, ok, time.Minute)
+	g.Expect(h.deletions()).To(HaveLen(len(ok)))
+}
