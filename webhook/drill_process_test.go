@@ -1,6 +1,7 @@
 package webhook
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -17,6 +18,7 @@ import (
 	"time"
 
 	. "github.com/onsi/gomega"
+	bolt "go.etcd.io/bbolt"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
@@ -395,3 +397,104 @@ func TestDrillRollingRestart(t *testing.T) {
 }
 
 func listen(addr string) (net.Listener, error) { return net.Listen("tcp", addr) }
+
+// spooledRequestIDs counts the request ids of the entries waiting in the
+// spool in dir, read from its file with no receiver holding it.
+func spooledRequestIDs(t *testing.T, dir string) map[string]int {
+	t.Helper()
+	db, err := bolt.Open(filepath.Join(dir, SpoolFile), 0o600, &bolt.Options{Timeout: time.Second, ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	ids := map[string]int{}
+	err = db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketEntries).ForEach(func(_, v []byte) error {
+			var e spoolEntry
+			if err := json.Unmarshal(v, &e); err != nil {
+				return err
+			}
+			ids[e.Object.Spec.RequestID]++
+			return nil
+		})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ids
+}
+
+// TestDrillSIGTERMDuringOutage stops the receiver with SIGTERM while its
+// connection to the API server is cut and callbacks keep arriving, so that
+// some are in flight when the signal comes and more arrive during the
+// shutdown delay. None that reaches it is answered FAIL (those sent once
+// its port closed are refused a connection, which a load balancer that has
+// dropped the pod never sends). Every callback answered OK, before or after
+// the signal, is in the spool the process leaves (nothing answered OK is
+// left unspooled), once; after the connection heals, a new process on the
+// same spool stores each of them exactly once.
+func TestDrillSIGTERMDuringOutage(t *testing.T) {
+	requireEnv(t)
+	g := NewWithT(t)
+	ns := env.Namespace(t)
+	h := &harness{t: t, env: env, mgr: shared, ns: ns}
+	h.config("plain", nil)
+	proxy := newFaultProxy(t, upstreamAddr(t, env))
+	kubeconfig := writeKubeconfig(t, proxiedConfig(t, env, proxy))
+	spoolDir := t.TempDir()
+
+	first := startReceiverProcess(t, "receiver-0", kubeconfig, spoolDir, time.Second)
+	first.waitReady()
+	base := func() string { return first.base }
+	warmUp(t, callbackSender(imBackend(), base, ns), "warm-up")
+	g.Expect(h.deletions()).To(HaveLen(1))
+
+	proxy.refuse()
+	// Each callback now waits for the API server for --receiver-spool-after
+	// before it is spooled, so at 20/s a score are in flight at any time.
+	l := startLoad(t, 20, callbackSender(imBackend(), base, ns))
+	g.Eventually(l.okCount).WithTimeout(time.Minute).WithPolling(50 * time.Millisecond).Should(BeNumerically(">=", 10))
+	sentBefore := l.seq.Load()
+	first.signal(syscall.SIGTERM)
+	l.mu.Lock()
+	answeredAtSignal, okAtSignal := len(l.sent), len(l.ok)
+	l.mu.Unlock()
+	g.Expect(first.wait()).To(Succeed(), "the receiver exits cleanly on SIGTERM")
+	l.finish()
+
+	l.logSlowest()
+	inFlight := int(sentBefore) - answeredAtSignal
+	okAfter := len(l.ok) - okAtSignal
+	t.Logf("%d callbacks sent, %d answered OK (%d after SIGTERM), %d in flight at SIGTERM, %d not answered OK (sent once the port closed)",
+		len(l.sent), len(l.ok), okAfter, inFlight, len(l.failed))
+	g.Expect(inFlight).To(BeNumerically(">", 0), "callbacks were in flight when SIGTERM came")
+	g.Expect(okAfter).To(BeNumerically(">", 0), "callbacks were answered OK during the shutdown")
+	g.Expect(l.answeredFail).To(BeEmpty(), "a callback that reached the receiver during its shutdown was answered FAIL")
+
+	checkSpoolFile(t, spoolDir)
+	spooled := spooledRequestIDs(t, spoolDir)
+	var unspooled, twice []string
+	for id := range l.ok {
+		switch spooled[id] {
+		case 0:
+			unspooled = append(unspooled, id)
+		case 1:
+		default:
+			twice = append(twice, id)
+		}
+	}
+	g.Expect(unspooled).To(BeEmpty(), "answered OK, yet neither stored (the API server was cut) nor spooled")
+	g.Expect(twice).To(BeEmpty(), "spooled twice")
+	g.Expect(h.deletions()).To(HaveLen(1), "only the warm-up reached the API server")
+
+	proxy.heal()
+	second := startReceiverProcess(t, "receiver-0", kubeconfig, spoolDir, 0)
+	l.ok["warm-up"] = true
+	expectStoredOnce(t, ns, l.ok, time.Minute)
+	second.waitReady()
+	second.signal(syscall.SIGTERM)
+	g.Expect(second.wait()).To(Succeed())
+	checkSpoolFile(t, spoolDir)
+	g.Expect(spooledRequestIDs(t, spoolDir)).To(BeEmpty(), "the spool is empty once replayed")
+	g.Expect(h.deletions()).To(HaveLen(len(l.ok)))
+}

@@ -177,6 +177,9 @@ func referenceParse(body []byte) payload {
 	if !utf8.Valid(body) {
 		return payload{invalid: errNotUTF8()}
 	}
+	if referenceDepth(body) > maxBodyDepth {
+		return payload{invalid: errTooDeep()}
+	}
 	if err := walkNames(body); err != nil {
 		return payload{invalid: err}
 	}
@@ -191,6 +194,36 @@ func referenceParse(body []byte) payload {
 	}
 	p.pairs, p.pairsErr = referencePairs(top["PairList"])
 	return p
+}
+
+// referenceDepth is the most arrays and objects body has open at once: its
+// brackets counted after every string literal (a quote, then anything but
+// a quote or a backslash, or a backslash and any byte, up to the closing
+// quote or the end) is cut out.
+func referenceDepth(body []byte) int {
+	var outside []byte
+	for i := 0; i < len(body); i++ {
+		if body[i] != '"' {
+			outside = append(outside, body[i])
+			continue
+		}
+		for i++; i < len(body) && body[i] != '"'; i++ {
+			if body[i] == '\\' {
+				i++
+			}
+		}
+	}
+	most, depth := 0, 0
+	for _, c := range outside {
+		switch c {
+		case '[', '{':
+			depth++
+			most = max(most, depth)
+		case ']', '}':
+			depth--
+		}
+	}
+	return most
 }
 
 // walkNames reads body's tokens and says whether it is one JSON value with

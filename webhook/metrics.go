@@ -23,6 +23,7 @@ type metrics struct {
 	spoolEntries       prometheus.Gauge
 	spoolBytes         prometheus.Gauge
 	spoolOldestAge     prometheus.Gauge
+	spoolRejected      prometheus.Gauge
 	spoolWrites        *prometheus.CounterVec
 	spoolWriteDuration prometheus.Histogram
 	replays            prometheus.Counter
@@ -94,6 +95,11 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name:      "spool_oldest_entry_age_seconds",
 			Help:      "How long the oldest callback in this replica's spool has waited; 0 when the spool is empty.",
 		}),
+		spoolRejected: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: metricsNamespace,
+			Name:      "spool_rejected_entries",
+			Help:      "Spooled callbacks the API server refused for good on replay (invalid, too large, namespace gone), kept aside in this replica's spool; they count against --receiver-spool-max-bytes until requeued with --receiver-spool-requeue-rejected or the spool file is removed.",
+		}),
 		spoolWrites: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: metricsNamespace,
 			Name:      "spool_writes_total",
@@ -126,6 +132,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m.spoolEntries = register(reg, m.spoolEntries, &err)
 	m.spoolBytes = register(reg, m.spoolBytes, &err)
 	m.spoolOldestAge = register(reg, m.spoolOldestAge, &err)
+	m.spoolRejected = register(reg, m.spoolRejected, &err)
 	m.spoolWrites = register(reg, m.spoolWrites, &err)
 	m.spoolWriteDuration = register(reg, m.spoolWriteDuration, &err)
 	m.replays = register(reg, m.replays, &err)

@@ -82,6 +82,11 @@ type Options struct {
 	// empty the spool into the API server.
 	SpoolDrainTimeout time.Duration
 
+	// SpoolRequeueRejected moves, at start, the spool's entries that the API
+	// server refused for good on replay back to the waiting entries, to be
+	// tried again once the cause is fixed (a namespace created again, say).
+	SpoolRequeueRejected bool
+
 	// ReplicaName names this replica in the CallbackConfig condition that
 	// reports its spooled callbacks. Defaults to the host name, which is the
 	// pod's name.
@@ -139,8 +144,26 @@ func (o *Options) BindFlags(fs *flag.FlagSet) {
 		"Part of --receiver-write-timeout spent trying the API server before spooling; the rest is for the spool write.")
 	fs.DurationVar(&o.SpoolDrainTimeout, "receiver-spool-drain-timeout", o.SpoolDrainTimeout,
 		"How long the replayer tries, on shutdown, to store what is left in the spool.")
+	fs.BoolVar(&o.SpoolRequeueRejected, "receiver-spool-requeue-rejected", o.SpoolRequeueRejected,
+		"At start, move the spool's entries the API server refused for good on replay (see the spool_rejected_entries metric) back to be replayed again.")
 	fs.StringVar(&o.ReplicaName, "receiver-replica-name", o.ReplicaName,
 		"Name of this replica in the CallbackConfig condition that reports its spooled callbacks; defaults to the host name.")
+}
+
+// statusFinalFlush bounds the status flusher's last write on shutdown, after
+// the server and the replayer have finished.
+const statusFinalFlush = 5 * time.Second
+
+// ShutdownBudget is the longest the receiver takes to stop once told to:
+// it keeps serving for ShutdownDelay, waits up to ShutdownTimeout for the
+// callbacks in flight, lets the replayer try for SpoolDrainTimeout to empty
+// the spool, and writes the callback counters to status one last time (up
+// to 5 s). The manager's GracefulShutdownTimeout must be at least this, or
+// it stops waiting while the receiver still answers or drains; and the
+// pod's terminationGracePeriodSeconds must exceed it, or the kubelet kills
+// the process first. With the defaults it is 25 s: ShutdownDelay + 20 s.
+func (o *Options) ShutdownBudget() time.Duration {
+	return o.ShutdownDelay + o.ShutdownTimeout + o.SpoolDrainTimeout + statusFinalFlush
 }
 
 // Validate reports the first option that cannot work.

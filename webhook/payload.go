@@ -52,10 +52,15 @@ func parseBody(body []byte) payload {
 		// A decoder would quietly turn invalid UTF-8 into U+FFFD.
 		return payload{invalid: errNotUTF8()}
 	}
+	if tooDeep(body) {
+		return payload{invalid: errTooDeep()}
+	}
 	// Invalid bytes are refused above; allowing them here makes a lone
 	// surrogate escape (\ud800) decode to U+FFFD, which the account check
 	// then refuses by name.
-	r := bodyReader{dec: jsontext.NewDecoder(bytes.NewReader(body), jsontext.AllowInvalidUTF8(true))}
+	// A bytes.Buffer lets the decoder read the body in place: a long token
+	// (a 1 MiB string, say) is not copied into a buffer of its own.
+	r := bodyReader{dec: jsontext.NewDecoder(bytes.NewBuffer(body), jsontext.AllowInvalidUTF8(true))}
 	if err := r.read(); err != nil {
 		return payload{invalid: invalidJSON(err)}
 	}
@@ -66,6 +71,10 @@ func parseBody(body []byte) payload {
 type bodyReader struct {
 	dec *jsontext.Decoder
 	p   payload
+	// from, to and key are reused for every pair: the accounts unquoted,
+	// and the two joined as the pair's key. A pair seen before costs no
+	// allocation.
+	from, to, key []byte
 }
 
 // errNotObject says the body is valid JSON but not an object.
@@ -96,6 +105,11 @@ func (r *bodyReader) read() error {
 			v, err := r.dec.ReadValue()
 			if err != nil {
 				return err
+			}
+			if len(v) > maxQuotedCommand {
+				// Not the command, however it unquotes; not copied.
+				command = jsontext.Value("null")
+				continue
 			}
 			command = bytes.Clone(v)
 		case "PairList":
@@ -170,6 +184,7 @@ func (r *bodyReader) pairList() error {
 }
 
 // pair reads PairList[i] into pairs, or records in pairs.err why it cannot.
+// A pair seen before is only counted: its accounts passed the checks then.
 func (r *bodyReader) pair(i int, pairs *pairSet) error {
 	if r.dec.PeekKind() != '{' {
 		pairs.err = notAnObject(i)
@@ -178,7 +193,7 @@ func (r *bodyReader) pair(i int, pairs *pairSet) error {
 	if _, err := r.dec.ReadToken(); err != nil {
 		return err
 	}
-	var from, to member
+	from, to := member{buf: r.from[:0]}, member{buf: r.to[:0]}
 	for r.dec.PeekKind() != '}' {
 		name, err := r.dec.ReadToken()
 		if err != nil {
@@ -203,6 +218,23 @@ func (r *bodyReader) pair(i int, pairs *pairSet) error {
 	if _, err := r.dec.ReadToken(); err != nil {
 		return err
 	}
+	r.from, r.to = from.buf, to.buf
+	if !from.usable() || !to.usable() {
+		if _, rej := from.account(i, "From_Account"); rej != nil {
+			pairs.err = rej
+			return nil
+		}
+		_, pairs.err = to.account(i, "To_Account")
+		return nil
+	}
+	// The key joins the accounts with a NUL, which no valid account holds,
+	// so that a key seen before means the same two accounts.
+	r.key = append(append(append(r.key[:0], from.buf...), 0), to.buf...)
+	if pairs.seenBefore(r.key) {
+		return nil
+	}
+	key := string(r.key)
+	from.value, to.value = key[:len(from.buf)], key[len(from.buf)+1:]
 	f, rej := from.account(i, "From_Account")
 	if rej != nil {
 		pairs.err = rej
@@ -213,27 +245,55 @@ func (r *bodyReader) pair(i int, pairs *pairSet) error {
 		pairs.err = rej
 		return nil
 	}
-	pairs.add(f, t)
+	pairs.add(key, f, t)
 	return nil
 }
 
 // member is an account member of a pair as read.
 type member struct {
 	present, isString bool
-	value             string
+	// tooLong is set when the string is too long for an account even
+	// before it is unquoted; it is then not unquoted.
+	tooLong bool
+	// buf is the string unquoted; value is it as a string, set only when
+	// needed.
+	buf   []byte
+	value string
 }
 
+// maxQuotedAccount is the longest a quoted account can be and still unquote
+// to at most MaxAccountBytes: each byte written as a six-byte \u escape,
+// and the quotes. maxQuotedCommand is the same for CallbackCommand.
+const (
+	maxQuotedAccount = 6*MaxAccountBytes + 2
+	maxQuotedCommand = 6*len(CallbackCommand) + 2
+)
+
 func (m *member) read(dec *jsontext.Decoder) error {
-	m.present = true
+	m.present, m.isString, m.tooLong, m.buf = true, false, false, m.buf[:0]
 	if dec.PeekKind() != '"' {
 		return dec.SkipValue()
 	}
-	tok, err := dec.ReadToken()
+	// The raw string, read in place; a long one is never copied.
+	raw, err := dec.ReadValue()
 	if err != nil {
 		return err
 	}
-	m.isString, m.value = true, tok.String()
+	m.isString = true
+	if len(raw) > maxQuotedAccount {
+		m.tooLong = true
+		return nil
+	}
+	// The decoder has checked the string; the only error left is a lone
+	// surrogate escape, which becomes U+FFFD, refused by the account check.
+	m.buf, _ = jsontext.AppendUnquote(m.buf, raw)
 	return nil
+}
+
+// usable reports whether the member is a string that may be an account,
+// as far as can be told without looking at its characters.
+func (m *member) usable() bool {
+	return m.present && m.isString && !m.tooLong && len(m.buf) > 0 && len(m.buf) <= MaxAccountBytes
 }
 
 // account validates the account member key of PairList[i].
@@ -246,6 +306,11 @@ func (m *member) account(i int, key string) (string, *rejection) {
 		return "", bad("is missing")
 	case !m.isString:
 		return "", bad("must be a string")
+	case m.tooLong:
+		return "", bad(fmt.Sprintf("is longer than %d bytes", MaxAccountBytes))
+	}
+	if m.value == "" {
+		m.value = string(m.buf)
 	}
 	if problem := accountProblem(m.value); problem != "" {
 		return "", bad(problem)
@@ -262,6 +327,42 @@ func invalidJSON(err error) *rejection {
 		return reject(http.StatusBadRequest, ReasonDuplicateMember, "body names a member twice in one object")
 	}
 	return reject(http.StatusBadRequest, ReasonInvalidJSON, "body is not valid JSON")
+}
+
+// maxBodyDepth is how many arrays and objects a body may have open at once.
+// A callback needs three (the body, PairList, a pair); the decoder keeps
+// state for each open level, which a body of a million brackets would
+// otherwise make cost several times its size.
+const maxBodyDepth = 32
+
+// tooDeep reports whether body opens more than maxBodyDepth arrays and
+// objects at once, counting brackets outside string literals. It looks at
+// the bytes only, before the body is decoded, so that a too deep body is
+// refused whatever else is wrong with it.
+func tooDeep(body []byte) bool {
+	depth, inString, escaped := 0, false, false
+	for _, c := range body {
+		switch {
+		case escaped:
+			escaped = false
+		case inString && c == '\\':
+			escaped = true
+		case c == '"':
+			inString = !inString
+		case inString:
+		case c == '[' || c == '{':
+			if depth++; depth > maxBodyDepth {
+				return true
+			}
+		case c == ']' || c == '}':
+			depth--
+		}
+	}
+	return false
+}
+
+func errTooDeep() *rejection {
+	return rejectf(http.StatusBadRequest, ReasonInvalidJSON, "body nests arrays and objects more than %d deep", maxBodyDepth)
 }
 
 func errNotUTF8() *rejection {
@@ -297,27 +398,36 @@ func commandProblem(raw jsontext.Value) *rejection {
 // problem: a bad item, or one distinct pair past the limit.
 type pairSet struct {
 	pairs []snsv1alpha1.FriendPair
-	seen  map[snsv1alpha1.FriendPair]struct{}
-	err   *rejection
-	n     int
+	// seen holds the key of each pair added: its accounts joined by a NUL.
+	seen map[string]struct{}
+	err  *rejection
+	n    int
 }
 
 func newPairSet() *pairSet {
-	return &pairSet{seen: map[snsv1alpha1.FriendPair]struct{}{}}
+	return &pairSet{seen: map[string]struct{}{}}
 }
 
-func (s *pairSet) add(from, to string) {
-	s.n++
-	p := snsv1alpha1.FriendPair{From: from, To: to}
-	if _, dup := s.seen[p]; dup {
-		return
+// seenBefore counts a pair whose key is already in the set and reports
+// whether it was; the lookup does not allocate.
+func (s *pairSet) seenBefore(key []byte) bool {
+	if _, dup := s.seen[string(key)]; dup {
+		s.n++
+		return true
 	}
+	return false
+}
+
+// add adds a pair not seen before, under its key; past MaxPairs distinct
+// pairs it sets err instead.
+func (s *pairSet) add(key, from, to string) {
+	s.n++
 	if len(s.pairs) == snsv1alpha1.MaxPairs {
 		s.err = rejectf(http.StatusBadRequest, ReasonInvalidPairList, "PairList has more than %d distinct pairs", snsv1alpha1.MaxPairs)
 		return
 	}
-	s.seen[p] = struct{}{}
-	s.pairs = append(s.pairs, p)
+	s.seen[key] = struct{}{}
+	s.pairs = append(s.pairs, snsv1alpha1.FriendPair{From: from, To: to})
 }
 
 func (s *pairSet) result() ([]snsv1alpha1.FriendPair, *rejection) {
@@ -336,9 +446,9 @@ func (s *pairSet) result() ([]snsv1alpha1.FriendPair, *rejection) {
 // them. Refused are what a terminal does not show or shows elsewhere:
 // control, format (zero-width and bidirectional marks among them), line and
 // paragraph separators, spaces other than U+0020, default-ignorable code
-// points (variation selectors, Hangul fillers), private-use code points and
-// noncharacters, so that the FROM and TO of kubectl get fdel show what the
-// account is. U+FFFD is refused as invalid UTF-8: it is what a lone
+// points (variation selectors, Hangul fillers), private-use code points,
+// noncharacters and unassigned code points, so that the FROM and TO of
+// kubectl get fdel show what the account is. U+FFFD is refused as invalid UTF-8: it is what a lone
 // surrogate escape such as \ud800 decodes to.
 func accountProblem(s string) string {
 	if s == "" {
@@ -381,6 +491,12 @@ func runeProblem(r rune) string {
 		return "a private-use character"
 	case unicode.Is(unicode.Noncharacter_Code_Point, r):
 		return "a noncharacter"
+	case !unicode.In(r, unicode.L, unicode.M, unicode.N, unicode.P, unicode.S):
+		// Every category but these is refused above, so this is Cn: a code
+		// point no character is assigned to (in Go's unicode.Version), which
+		// a terminal shows as a box or nothing, and which may mean something
+		// else once assigned.
+		return "an unassigned code point"
 	}
 	return ""
 }

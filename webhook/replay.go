@@ -2,6 +2,7 @@ package webhook
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"time"
 
@@ -132,7 +133,7 @@ func (p *replayer) replayOnce(ctx context.Context) (int, error) {
 		switch err := outcomes[i]; {
 		case err == nil:
 			stored = append(stored, e)
-		case e.entry.Object == nil || !transient(err):
+		case e.entry.Object == nil || refusedForGood(err):
 			rejected = append(rejected, e)
 			p.metrics.replayFailures.WithLabelValues(replayRejected).Inc()
 			kv := []any{"error", err.Error()}
@@ -167,6 +168,27 @@ func (p *replayer) replayOnce(ctx context.Context) (int, error) {
 	return len(stored) + len(rejected), firstErr
 }
 
+// refusedForGood reports whether a replayed create that failed with err can
+// never succeed, so that its entry is set aside instead of retried: the
+// object is invalid, too large to store, or its namespace is gone. Every
+// other error is retried with backoff, 401, 403 and a 404 of the resource
+// included: an API server that is starting, or warming its caches after an
+// upgrade, answers those for a while before it takes the same object.
+func refusedForGood(err error) bool {
+	switch {
+	case errors.Is(err, errUndecodable), apierrors.IsInvalid(err), tooLarge(err):
+		return true
+	case apierrors.IsNotFound(err):
+		var status apierrors.APIStatus
+		if !errors.As(err, &status) {
+			return false
+		}
+		d := status.Status().Details
+		return d != nil && d.Kind == "namespaces"
+	}
+	return false
+}
+
 // create stores one entry's object; one already there (a store that the
 // receiver thought had failed, or an earlier replay) counts as stored. An
 // entry that cannot be decoded returns errUndecodable.
@@ -188,6 +210,7 @@ func (p *replayer) observe() {
 	st := p.spool.snapshot()
 	p.metrics.spoolEntries.Set(float64(st.entries))
 	p.metrics.spoolBytes.Set(float64(st.bytes))
+	p.metrics.spoolRejected.Set(float64(st.rejected))
 	age := 0.0
 	if !st.oldest.IsZero() {
 		age = max(0, time.Since(st.oldest).Seconds())

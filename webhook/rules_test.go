@@ -227,13 +227,13 @@ func TestOptionsFlags(t *testing.T) {
 		"--receiver-max-concurrent-bodies=8", "--receiver-write-timeout=1s", "--receiver-trust-forwarded-for", "--receiver-status-flush-interval=10s",
 		"--receiver-kube-api-qps=-1", "--receiver-kube-api-burst=5", "--receiver-shutdown-timeout=3s",
 		"--receiver-shutdown-delay=2s", "--receiver-spool-dir=/spool", "--receiver-spool-max-bytes=4096",
-		"--receiver-spool-after=700ms", "--receiver-spool-drain-timeout=1s", "--receiver-replica-name=pod-0",
+		"--receiver-spool-after=700ms", "--receiver-spool-drain-timeout=1s", "--receiver-spool-requeue-rejected", "--receiver-replica-name=pod-0",
 	})).To(Succeed())
 	g.Expect(o).To(Equal(Options{
 		BindAddress: "127.0.0.1:9443", CertDir: "/certs", MaxBodyBytes: 2048, MaxConcurrentBodies: 8, WriteTimeout: time.Second,
 		TrustForwardedFor: true, StatusFlushInterval: 10 * time.Second, KubeAPIQPS: -1, KubeAPIBurst: 5,
 		ShutdownTimeout: 3 * time.Second, ShutdownDelay: 2 * time.Second, SpoolDir: "/spool", SpoolMaxBytes: 4096,
-		SpoolAfter: 700 * time.Millisecond, SpoolDrainTimeout: time.Second, ReplicaName: "pod-0",
+		SpoolAfter: 700 * time.Millisecond, SpoolDrainTimeout: time.Second, SpoolRequeueRejected: true, ReplicaName: "pod-0",
 	}))
 	g.Expect(o.Validate()).To(Succeed())
 
@@ -261,5 +261,31 @@ func TestOptionsFlags(t *testing.T) {
 		o := DefaultOptions()
 		bad(&o)
 		g.Expect(o.Validate()).To(HaveOccurred())
+	}
+}
+
+// TestAccountCharacters walks every code point: an account may hold only
+// U+0020 and characters of the letter, mark, number, punctuation and symbol
+// categories, so an unassigned code point (no category), like every other
+// invisible class, is refused; and the characters of names in use (CJK,
+// Hangul, Cyrillic, Arabic, an emoji) pass.
+func TestAccountCharacters(t *testing.T) {
+	for r := rune(0); r <= unicode.MaxRune; r++ {
+		if r >= 0xD800 && r <= 0xDFFF {
+			continue // surrogates are not in valid UTF-8
+		}
+		if runeProblem(r) == "" && r != ' ' && !unicode.In(r, unicode.L, unicode.M, unicode.N, unicode.P, unicode.S) {
+			t.Errorf("U+%04X passes, outside the letter, mark, number, punctuation and symbol categories", r)
+		}
+	}
+	for _, r := range []rune{0x0378, 0x0380, 0x1FFFD, 0x2FFFD} {
+		if runeProblem(r) == "" {
+			t.Errorf("unassigned U+%04X passes", r)
+		}
+	}
+	for _, account := range []string{"张伟", "김민준", "Дмитрий", "محمد", "user_01-a", "Ana María", "😀"} {
+		if problem := accountProblem(account); problem != "" {
+			t.Errorf("accountProblem(%q) = %q, want none", account, problem)
+		}
 	}
 }

@@ -123,9 +123,17 @@ func setup(mgr ctrl.Manager, opts Options, reg prometheus.Registerer) (*parts, e
 		if err != nil {
 			return nil, err
 		}
+		if opts.SpoolRequeueRejected {
+			n, err := sp.requeueRejected()
+			if err != nil {
+				_ = sp.close()
+				return nil, fmt.Errorf("requeueing the spool's rejected entries: %w", err)
+			}
+			log.Info("requeued the spool's rejected entries for replay (--receiver-spool-requeue-rejected)", "entries", n)
+		}
 		st := sp.snapshot()
 		log.Info("spool enabled", "dir", opts.SpoolDir, "maxBytes", opts.SpoolMaxBytes, "spoolAfter", opts.SpoolAfter,
-			"replica", replica, "entries", st.entries, "bytes", st.bytes)
+			"replica", replica, "entries", st.entries, "rejected", st.rejected, "bytes", st.bytes)
 		r.spool, r.spoolAfter = sp, opts.SpoolAfter
 		p.replayer = &replayer{
 			spool: sp, client: writer, metrics: m, log: log.WithName("replay"),

@@ -65,6 +65,8 @@ type spoolState struct {
 	// bytes counts the encoded entries, rejected ones included: what the
 	// size limit bounds.
 	bytes int64
+	// rejected counts the entries set aside as refused for good.
+	rejected int
 	// oldest is when the oldest waiting entry was spooled; zero when none
 	// waits.
 	oldest time.Time
@@ -171,6 +173,7 @@ func (s *spool) scan(tx *bolt.Tx) error {
 	}
 	err = tx.Bucket(bucketRejected).ForEach(func(_, v []byte) error {
 		st.bytes += int64(len(v))
+		st.rejected++
 		return nil
 	})
 	s.state = st
@@ -407,11 +410,74 @@ func (s *spool) remove(done []spooled, reject bool) error {
 		}
 	}
 	s.state.bytes -= removed
+	if reject {
+		s.state.rejected += len(done)
+	}
 	s.state.oldest = oldest
 	if s.state.entries <= 0 {
 		s.state.entries, s.state.oldest = 0, time.Time{}
 	}
 	return nil
+}
+
+// requeueRejected moves the entries set aside as refused for good back to
+// the waiting entries, under their old keys so that they keep their place
+// (oldest first), for the replayer to try again: after the cause of the
+// refusal was fixed (the namespace was created again, say). An entry whose
+// name was spooled again since is dropped, being the same callback; one
+// that cannot be decoded stays aside. It returns how many were requeued.
+func (s *spool) requeueRejected() (int, error) {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	var requeued int
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		requeued = 0
+		entries, names, rejected := tx.Bucket(bucketEntries), tx.Bucket(bucketNames), tx.Bucket(bucketRejected)
+		var keys [][]byte
+		if err := rejected.ForEach(func(k, _ []byte) error {
+			keys = append(keys, append([]byte(nil), k...))
+			return nil
+		}); err != nil {
+			return err
+		}
+		for _, k := range keys {
+			v := append([]byte(nil), rejected.Get(k)...)
+			var e spoolEntry
+			if json.Unmarshal(v, &e) != nil || e.Object == nil {
+				continue
+			}
+			if names.Get(nameKey(e.Object)) == nil {
+				if err := entries.Put(k, v); err != nil {
+					return err
+				}
+				if err := names.Put(nameKey(e.Object), k); err != nil {
+					return err
+				}
+				requeued++
+			}
+			if err := rejected.Delete(k); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err == nil {
+		err = s.db.View(s.scanLocked)
+	}
+	if err != nil {
+		return 0, err
+	}
+	if requeued > 0 {
+		s.wake()
+	}
+	return requeued, nil
+}
+
+// scanLocked recounts s.state from tx under s.mu.
+func (s *spool) scanLocked(tx *bolt.Tx) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.scan(tx)
 }
 
 // deleteName removes an entry's name from the index; for an entry that

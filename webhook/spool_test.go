@@ -435,3 +435,56 @@ func TestReplayOnceSortsOutcomes(t *testing.T) {
 		return nil
 	})).To(Succeed())
 }
+
+// TestKeepAnswersAtTheDeadlineWhenCreateAndSpoolHang holds both the create
+// (the API server accepts the connection and never answers) and the spool
+// write (its writer is held, as by an fsync that does not return): keep
+// answers 503 SpoolFailed once the callback's budget ends, without waiting
+// for the spool write, and the write, once it goes through, still keeps
+// the callback (answered FAIL, stored later: nothing lost). What bounds the
+// answer is the context's deadline, which the test checks has passed, not
+// a measured time.
+func TestKeepAnswersAtTheDeadlineWhenCreateAndSpoolHang(t *testing.T) {
+	g := NewWithT(t)
+	c := fake.NewClientBuilder().WithScheme(testenv.Scheme()).WithInterceptorFuncs(interceptor.Funcs{
+		Create: func(ctx context.Context, _ client.WithWatch, _ client.Object, _ ...client.CreateOption) error {
+			<-ctx.Done()
+			return ctx.Err()
+		},
+	}).Build()
+	m, err := newMetrics(prometheus.NewRegistry())
+	g.Expect(err).NotTo(HaveOccurred())
+	sp, err := openSpool(t.TempDir(), 1<<20, time.Second)
+	g.Expect(err).NotTo(HaveOccurred())
+	defer sp.close()
+	sp.wmu.Lock() // the spool's writer now hangs in its commit
+	held := true
+	defer func() {
+		if held {
+			sp.wmu.Unlock()
+		}
+	}()
+	r := &Receiver{store: &store{client: c, metrics: m}, budget: 300 * time.Millisecond, spool: sp, spoolAfter: 150 * time.Millisecond, metrics: m, log: testLogs}
+	ctx, cancel := context.WithTimeout(context.Background(), r.budget)
+	defer cancel()
+
+	answered := make(chan *rejection, 1)
+	go func() { answered <- r.keep(ctx, spoolObject("ns", "one", "fd-x", 1)) }()
+	var rej *rejection
+	select {
+	case rej = <-answered:
+	case <-time.After(time.Minute): // a guard against a hang, not a measure
+		t.Fatal("keep waited for the hanging spool write instead of answering at its deadline")
+	}
+	g.Expect(ctx.Err()).To(MatchError(context.DeadlineExceeded), "keep answered at the budget's end, not before")
+	g.Expect(rej).NotTo(BeNil())
+	g.Expect(rej.status).To(Equal(http.StatusServiceUnavailable))
+	g.Expect(rej.reason).To(Equal(ReasonSpoolFailed))
+	g.Expect(rej.cause).To(MatchError(context.DeadlineExceeded))
+	g.Expect(testutil.ToFloat64(m.spoolWrites.WithLabelValues(spoolWriteTimeout))).To(Equal(1.0))
+	g.Expect(sp.snapshot().entries).To(BeZero(), "the write still hangs")
+
+	held = false
+	sp.wmu.Unlock()
+	g.Eventually(func() int { return sp.snapshot().entries }).Should(Equal(1), "the late write still keeps the callback")
+}

@@ -31,6 +31,7 @@ import (
 	"flag"
 	"fmt"
 	"strings"
+	"time"
 
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/validation"
@@ -188,8 +189,34 @@ func Run(ctx context.Context, opts Options, setups ...Setup) error {
 	}
 	ctrl.Log.Info("starting manager", "role", opts.Role, "watchNamespaces", opts.WatchNamespaces,
 		"metrics", opts.Metrics.BindAddress, "metricsSecure", opts.Metrics.Secure,
-		"probes", opts.Manager.HealthProbeBindAddress, "leaderElection", opts.Manager.LeaderElection)
+		"probes", opts.Manager.HealthProbeBindAddress, "leaderElection", opts.Manager.LeaderElection,
+		"gracefulShutdownTimeout", gracefulShutdownTimeout(opts).String())
 	return mgr.Start(ctx)
+}
+
+// defaultGracefulShutdownTimeout is controller-runtime's default: how long
+// the manager waits for its runnables (reconcilers finishing their work)
+// once ctx is done.
+const defaultGracefulShutdownTimeout = 30 * time.Second
+
+// gracefulShutdownTimeout is how long the manager waits for its runnables
+// to stop, unless opts.Manager sets it: with the receiver, its whole
+// shutdown (webhook.Options.ShutdownBudget: the delay, the callbacks in
+// flight, the spool's drain, the last status write), so that the manager
+// does not give up while the receiver still answers or drains, and no less
+// than controller-runtime's 30 s when the controllers run too.
+func gracefulShutdownTimeout(opts Options) *time.Duration {
+	if opts.Manager.GracefulShutdownTimeout != nil {
+		return opts.Manager.GracefulShutdownTimeout
+	}
+	d := defaultGracefulShutdownTimeout
+	switch {
+	case opts.Role == RoleReceiver:
+		d = opts.Receiver.ShutdownBudget()
+	case opts.RunsReceiver():
+		d = max(d, opts.Receiver.ShutdownBudget())
+	}
+	return &d
 }
 
 // newManager builds the manager Run starts.
@@ -199,6 +226,7 @@ func newManager(opts Options, setups ...Setup) (ctrl.Manager, error) {
 	}
 	mo := opts.Manager
 	mo.Metrics = opts.Metrics.ServerOptions()
+	mo.GracefulShutdownTimeout = gracefulShutdownTimeout(opts)
 	if len(mo.Cache.DefaultNamespaces) == 0 {
 		mo.Cache.DefaultNamespaces = namespaces(opts.WatchNamespaces)
 	}
