@@ -255,7 +255,7 @@ func TestChartAlerts(t *testing.T) {
 		"FriendDeletionCallbacksSpooled": `friend_deletion_receiver_spool_entries{` + self + `}) > 0`,
 		"FriendDeletionSpoolBacklog":     `friend_deletion_receiver_spool_oldest_entry_age_seconds{` + self + `})`,
 		"FriendDeletionSpoolNearlyFull":  `friend_deletion_receiver_spool_bytes{` + self + `})` + "\n  > 800000",
-		"FriendDeletionSpoolRejected":    `friend_deletion_receiver_spool_entries{` + self + `}) == 0`,
+		"FriendDeletionSpoolRejected":    `friend_deletion_receiver_spool_rejected_entries{` + self + `}) > 0`,
 	} {
 		if !strings.Contains(rules[alert], want) {
 			t.Errorf("alert %s: expr %q, want it to contain %q", alert, rules[alert], want)
