@@ -2,7 +2,6 @@ package controllers
 
 import (
 	"sync"
-	"time"
 
 	"k8s.io/apimachinery/pkg/types"
 
@@ -27,8 +26,7 @@ type writeLog struct {
 
 type writeEntry struct {
 	inFlight int
-	own      string // resourceVersion of the last write, event not yet seen
-	ownAt    time.Time
+	own      string   // resourceVersion of the last write, event not yet seen
 	held     []string // resourceVersions of events held back during a write
 }
 
@@ -55,7 +53,7 @@ func (w *writeLog) end(key types.NamespacedName, rv string) (missed bool) {
 		return false
 	}
 	e.inFlight--
-	e.own, e.ownAt = rv, time.Now()
+	e.own = rv
 	for _, h := range e.held {
 		if h == rv {
 			e.own = "" // its event came early and was held back
@@ -86,31 +84,6 @@ func (w *writeLog) consume(key types.NamespacedName, rv string) bool {
 	}
 	delete(w.m, key)
 	return e.own == rv
-}
-
-// maxCacheLag bounds how long a reconcile waits for the cache to show the
-// reconciler's own last write (see lagging): its event may never come as
-// such (a relist coalesces it), and then the cache is read as it is.
-const maxCacheLag = 5 * time.Second
-
-// lagging reports whether a reconcile that read key at resourceVersion rv
-// from the cache would act on a status older than the reconciler's own
-// write: one in flight, or one returned whose event the cache has not
-// shown yet. Such a reconcile would only redo what that write did, and its
-// status patch would be refused as a conflict (409): a write wasted on
-// the API server, which under load happens to about half the deletions
-// whose Job event arrives just after their write. It waits instead.
-func (w *writeLog) lagging(key types.NamespacedName, rv string, now time.Time) bool {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	e := w.m[key]
-	switch {
-	case e == nil:
-		return false
-	case e.inFlight > 0:
-		return true
-	}
-	return e.own != "" && e.own != rv && now.Sub(e.ownAt) < maxCacheLag
 }
 
 func (w *writeLog) forget(key types.NamespacedName) {

@@ -2,7 +2,6 @@ package controllers
 
 import (
 	"testing"
-	"time"
 
 	. "github.com/onsi/gomega"
 	batchv1 "k8s.io/api/batch/v1"
@@ -134,41 +133,6 @@ func TestWriteLogEventDuringAWrite(t *testing.T) {
 				g.Expect(w.consume(key, tc.rv)).To(BeTrue(), "own event wakes nothing")
 			}
 			g.Expect(w.consume(key, "7")).To(BeFalse(), "a later write by someone else wakes")
-		})
-	}
-}
-
-// TestWriteLogLagging: a reconcile waits while the cache shows a status
-// older than the reconciler's own write, and only then.
-func TestWriteLogLagging(t *testing.T) {
-	key := types.NamespacedName{Namespace: "ns", Name: "fd1"}
-	now := time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
-	for _, tc := range []struct {
-		name     string
-		write    string // what the last write left; "" for no write at all
-		inFlight bool
-		cached   string
-		after    time.Duration // since the write returned
-		want     bool
-	}{
-		{"no write of ours", "", false, "4", 0, false},
-		{"cache shows our write", "5", false, "5", 0, false},
-		{"cache older than our write", "5", false, "4", 0, true},
-		{"a write in flight", "", true, "4", 0, true},
-		{"our write's event never came", "5", false, "4", maxCacheLag, false},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			g := NewWithT(t)
-			w := &writeLog{m: map[types.NamespacedName]*writeEntry{}}
-			if tc.write != "" {
-				w.begin(key)
-				w.end(key, tc.write)
-				w.m[key].ownAt = now.Add(-tc.after)
-			}
-			if tc.inFlight {
-				w.begin(key)
-			}
-			g.Expect(w.lagging(key, tc.cached, now)).To(Equal(tc.want))
 		})
 	}
 }
