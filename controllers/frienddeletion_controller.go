@@ -91,6 +91,12 @@ func (r *FriendDeletionReconciler) Reconcile(ctx context.Context, req ctrl.Reque
 	if fd.Status.Phase.Finished() {
 		return r.reconcileFinished(ctx, fd)
 	}
+	if r.ownWrites().lagging(req.NamespacedName, fd.ResourceVersion, time.Now()) {
+		// The cache has not caught up with this reconciler's own writes:
+		// read it again in a moment rather than act on, and write over,
+		// an older status.
+		return ctrl.Result{RequeueAfter: r.conflictDelay()}, nil
+	}
 
 	patcher := newStatusPatcher(r.Client, fd)
 	patcher.onWrite = func(before, after *snsv1alpha1.FriendDeletion) { r.emit(after, before, after) }

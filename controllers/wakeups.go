@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"sync"
+	"time"
 
 	"k8s.io/apimachinery/pkg/types"
 
@@ -16,9 +17,12 @@ const requestAnnotation = cleanup.RequestAnnotation
 // before the write returns (and its resourceVersion is known), so while a
 // write is in flight every event of the object is held back and its
 // resourceVersion kept; when the write returns, an event held back that
-// was not the write's own means someone else wrote too, and the writer
-// reconciles again (statusPatcher.missed). One entry per FriendDeletion at
-// most, dropped when its last write's event arrives or it is deleted.
+// was none of the reconciler's writes means someone else wrote too, and the
+// writer reconciles again (statusPatcher.missed). A reconcile may write
+// twice (the intent before a Job, then the Job created), so every write
+// whose event has not been seen yet is kept, in order. One entry per
+// FriendDeletion at most, dropped when its last write's event arrives, when
+// someone else's does, or when it is deleted.
 type writeLog struct {
 	mu sync.Mutex
 	m  map[types.NamespacedName]*writeEntry
@@ -26,7 +30,8 @@ type writeLog struct {
 
 type writeEntry struct {
 	inFlight int
-	own      string   // resourceVersion of the last write, event not yet seen
+	own      []string // resourceVersions of our writes, events not yet seen, oldest first
+	ownAt    time.Time
 	held     []string // resourceVersions of events held back during a write
 }
 
@@ -53,19 +58,32 @@ func (w *writeLog) end(key types.NamespacedName, rv string) (missed bool) {
 		return false
 	}
 	e.inFlight--
-	e.own = rv
+	if rv != "" {
+		e.own, e.ownAt = append(e.own, rv), time.Now()
+	}
 	for _, h := range e.held {
-		if h == rv {
-			e.own = "" // its event came early and was held back
-		} else {
+		if !e.seen(h) {
 			missed = true
 		}
 	}
 	e.held = nil
-	if e.inFlight == 0 && e.own == "" {
+	if e.inFlight == 0 && len(e.own) == 0 {
 		delete(w.m, key)
 	}
 	return missed
+}
+
+// seen removes rv, and every write of ours before it (events come in
+// order), from the writes whose events are still to come, and reports
+// whether rv was ours.
+func (e *writeEntry) seen(rv string) bool {
+	for i, o := range e.own {
+		if o == rv {
+			e.own = e.own[i+1:]
+			return true
+		}
+	}
+	return false
 }
 
 // consume reports whether an update event that left key at rv comes from
@@ -82,8 +100,35 @@ func (w *writeLog) consume(key types.NamespacedName, rv string) bool {
 		e.held = append(e.held, rv)
 		return true
 	}
-	delete(w.m, key)
-	return e.own == rv
+	own := e.seen(rv)
+	if !own || len(e.own) == 0 {
+		delete(w.m, key)
+	}
+	return own
+}
+
+// maxCacheLag bounds how long a reconcile waits for the cache to show the
+// reconciler's own last write (see lagging): if its event never comes as
+// such (a relist coalesces it), the cache is read as it is.
+const maxCacheLag = 5 * time.Second
+
+// lagging reports whether a reconcile that read key at resourceVersion rv
+// from the cache would act on a status older than the reconciler's own
+// writes: one in flight, or one returned whose event the cache has not
+// shown yet (a Job's event often arrives first). Such a reconcile would
+// redo what that write did, and its status patch would be refused as a
+// conflict (409), a write wasted on the API server.
+func (w *writeLog) lagging(key types.NamespacedName, rv string, now time.Time) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	e := w.m[key]
+	switch {
+	case e == nil:
+		return false
+	case e.inFlight > 0:
+		return true
+	}
+	return len(e.own) > 0 && e.own[len(e.own)-1] != rv && now.Sub(e.ownAt) < maxCacheLag
 }
 
 func (w *writeLog) forget(key types.NamespacedName) {

@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"testing"
+	"time"
 
 	. "github.com/onsi/gomega"
 	batchv1 "k8s.io/api/batch/v1"
@@ -133,6 +134,80 @@ func TestWriteLogEventDuringAWrite(t *testing.T) {
 				g.Expect(w.consume(key, tc.rv)).To(BeTrue(), "own event wakes nothing")
 			}
 			g.Expect(w.consume(key, "7")).To(BeFalse(), "a later write by someone else wakes")
+		})
+	}
+}
+
+// TestWriteLogTwoWritesInOneReconcile: a reconcile that writes twice (the
+// intent before a Job, then the Job created) knows both writes as its own,
+// whichever order their events come in, and a reconcile reading the cache
+// before it shows the last one waits.
+func TestWriteLogTwoWritesInOneReconcile(t *testing.T) {
+	key := types.NamespacedName{Namespace: "ns", Name: "fd1"}
+	now := time.Now()
+	for _, tc := range []struct {
+		name     string
+		early    []string // events that arrive during the second write
+		wantMiss bool
+		events   []string // events after both writes, each must be own
+	}{
+		{"both events after the writes", nil, false, []string{"5", "6"}},
+		{"the first write's event during the second", []string{"5"}, false, []string{"6"}},
+		{"only the last event arrives (coalesced)", nil, false, []string{"6"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			g := NewWithT(t)
+			w := &writeLog{m: map[types.NamespacedName]*writeEntry{}}
+			w.begin(key)
+			g.Expect(w.end(key, "5")).To(BeFalse())
+			g.Expect(w.lagging(key, "4", now)).To(BeTrue(), "the cache shows neither write")
+			w.begin(key)
+			for _, rv := range tc.early {
+				g.Expect(w.consume(key, rv)).To(BeTrue(), "held back")
+			}
+			g.Expect(w.end(key, "6")).To(Equal(tc.wantMiss), "the first write's event is ours, not someone else's")
+			g.Expect(w.lagging(key, "5", now)).To(BeTrue(), "the cache shows the first write only")
+			g.Expect(w.lagging(key, "6", now)).To(BeFalse(), "the cache shows the last write")
+			for _, rv := range tc.events {
+				g.Expect(w.consume(key, rv)).To(BeTrue(), "own write %s wakes nothing", rv)
+			}
+			g.Expect(w.m).To(BeEmpty())
+			g.Expect(w.lagging(key, "6", now)).To(BeFalse())
+		})
+	}
+}
+
+// TestWriteLogLagging: a reconcile waits while the cache shows a status
+// older than the reconciler's own write, and only then.
+func TestWriteLogLagging(t *testing.T) {
+	key := types.NamespacedName{Namespace: "ns", Name: "fd1"}
+	now := time.Now()
+	for _, tc := range []struct {
+		name     string
+		write    string // what the last write left; "" for no write at all
+		inFlight bool
+		cached   string
+		after    time.Duration // since the write returned
+		want     bool
+	}{
+		{"no write of ours", "", false, "4", 0, false},
+		{"cache shows our write", "5", false, "5", 0, false},
+		{"cache older than our write", "5", false, "4", 0, true},
+		{"a write in flight", "", true, "4", 0, true},
+		{"our write's event never came", "5", false, "4", maxCacheLag, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			g := NewWithT(t)
+			w := &writeLog{m: map[types.NamespacedName]*writeEntry{}}
+			if tc.write != "" {
+				w.begin(key)
+				w.end(key, tc.write)
+				w.m[key].ownAt = now.Add(-tc.after)
+			}
+			if tc.inFlight {
+				w.begin(key)
+			}
+			g.Expect(w.lagging(key, tc.cached, now)).To(Equal(tc.want))
 		})
 	}
 }
