@@ -23,10 +23,12 @@ import (
 // many bytes, and creates the file named by envSpoolWriteLimitSet once it
 // has. The kernel then refuses every write that would end past the limit
 // with EFBIG, wherever the file ends; SIGXFSZ, which it sends as well and
-// which would kill the process, is ignored.
+// which would kill the process, is ignored. On SIGUSR2 it puts back the
+// limit it had, and creates the file named by envSpoolWriteLimitLifted.
 const (
-	envSpoolWriteLimit    = "FDO_TEST_SPOOL_WRITE_LIMIT"
-	envSpoolWriteLimitSet = "FDO_TEST_SPOOL_WRITE_LIMIT_SET"
+	envSpoolWriteLimit       = "FDO_TEST_SPOOL_WRITE_LIMIT"
+	envSpoolWriteLimitSet    = "FDO_TEST_SPOOL_WRITE_LIMIT_SET"
+	envSpoolWriteLimitLifted = "FDO_TEST_SPOOL_WRITE_LIMIT_LIFTED"
 )
 
 // limitSpoolWritesOnSignal arms the limit of envSpoolWriteLimit for
@@ -38,23 +40,32 @@ func limitSpoolWritesOnSignal() {
 		os.Exit(1)
 	}
 	signal.Ignore(syscall.SIGXFSZ)
-	usr1 := make(chan os.Signal, 1)
-	signal.Notify(usr1, syscall.SIGUSR1)
-	go func() {
-		<-usr1
-		var rl syscall.Rlimit
-		if err := syscall.Getrlimit(syscall.RLIMIT_FSIZE, &rl); err != nil {
-			fmt.Fprintln(os.Stderr, "receiver process: reading RLIMIT_FSIZE:", err)
-			return
-		}
-		rl.Cur = limit
+	var old syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_FSIZE, &old); err != nil {
+		fmt.Fprintln(os.Stderr, "receiver process: reading RLIMIT_FSIZE:", err)
+		os.Exit(1)
+	}
+	set := func(cur uint64, marker string) {
+		rl := old
+		rl.Cur = cur
 		if err := syscall.Setrlimit(syscall.RLIMIT_FSIZE, &rl); err != nil {
 			fmt.Fprintln(os.Stderr, "receiver process: setting RLIMIT_FSIZE:", err)
 			return
 		}
-		fmt.Fprintf(os.Stderr, "receiver process: files may now be written up to byte %d\n", limit)
-		if err := os.WriteFile(os.Getenv(envSpoolWriteLimitSet), nil, 0o600); err != nil {
-			fmt.Fprintln(os.Stderr, "receiver process: marking the limit set:", err)
+		fmt.Fprintf(os.Stderr, "receiver process: RLIMIT_FSIZE is now %d\n", cur)
+		if err := os.WriteFile(os.Getenv(marker), nil, 0o600); err != nil {
+			fmt.Fprintln(os.Stderr, "receiver process: marking the limit changed:", err)
+		}
+	}
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, syscall.SIGUSR1, syscall.SIGUSR2)
+	go func() {
+		for sig := range sigs {
+			if sig == syscall.SIGUSR1 {
+				set(limit, envSpoolWriteLimitSet)
+			} else {
+				set(old.Cur, envSpoolWriteLimitLifted)
+			}
 		}
 	}()
 }
@@ -101,12 +112,12 @@ func scrapeMetrics(g Gomega, addr string) map[string]float64 {
 // Callbacks spooled before the limit are answered OK. Those that arrive
 // after it, together (one group commit) and one at a time, are each
 // answered 503 FAIL because the write failed (spool writes counted as
-// errors, none as spooled or timed out), none OK. The process exits on
-// SIGTERM with its spool holding exactly the callbacks answered OK, in a
-// file that passes bbolt's consistency check. A new process on the same
-// folder, without the limit and with the API server back, stores each
-// callback answered OK exactly once, none of those answered FAIL, and
-// leaves an empty, consistent spool.
+// errors, none as spooled or timed out), none OK. Once the limit is lifted
+// the same process spools callbacks again. It exits on SIGTERM with its
+// spool holding exactly the callbacks answered OK, in a file that passes
+// bbolt's consistency check. A new process on the same folder, with the
+// API server back, stores each callback answered OK exactly once, none of
+// those answered FAIL, and leaves an empty, consistent spool.
 func TestDrillSpoolWriteFails(t *testing.T) {
 	requireEnv(t)
 	g := NewWithT(t)
@@ -117,12 +128,14 @@ func TestDrillSpoolWriteFails(t *testing.T) {
 	kubeconfig := writeKubeconfig(t, proxiedConfig(t, env, proxy))
 	spoolDir := t.TempDir()
 	pageSize := os.Getpagesize() // what bbolt gives a new database
-	limitSet := filepath.Join(t.TempDir(), "limit-set")
+	markers := t.TempDir()
+	limitSet, limitLifted := filepath.Join(markers, "limit-set"), filepath.Join(markers, "limit-lifted")
 	metricsAddr := freeAddr(t)
 
 	first := startReceiverProcessEnv(t, "receiver-0", kubeconfig, spoolDir, 0, []string{
 		envSpoolWriteLimit + "=" + strconv.Itoa(2*pageSize),
 		envSpoolWriteLimitSet + "=" + limitSet,
+		envSpoolWriteLimitLifted + "=" + limitLifted,
 		envMetrics + "=" + metricsAddr,
 	})
 	first.waitReady()
@@ -200,6 +213,27 @@ func TestDrillSpoolWriteFails(t *testing.T) {
 		To(BeEquivalentTo(len(after)))
 	g.Expect(m["friend_deletion_receiver_spool_entries"]).To(BeEquivalentTo(len(before)))
 
+	// The same process, its limit lifted, spools again after the failed
+	// commits: what a failed commit leaves in memory does not spoil later
+	// ones.
+	first.signal(syscall.SIGUSR2)
+	g.Eventually(func() error { _, err := os.Stat(limitLifted); return err }).
+		WithTimeout(time.Minute).WithPolling(20*time.Millisecond).Should(Succeed(), "the receiver process never lifted the limit")
+	var lifted []string
+	for i := range 8 {
+		lifted = append(lifted, fmt.Sprintf("lifted-%02d", i))
+	}
+	for id, r := range sendAll(lifted) {
+		g.Expect(r.raw).To(Equal(okAnswer), "callback %s spooled once the limit was lifted", id)
+		ok[id] = true
+	}
+	g.Expect(ok).To(HaveLen(len(before) + len(lifted)))
+	g.Eventually(func(g Gomega) {
+		m := scrapeMetrics(g, metricsAddr)
+		g.Expect(m[spooledSeries]).To(BeEquivalentTo(len(ok)))
+		g.Expect(m["friend_deletion_receiver_spool_entries"]).To(BeEquivalentTo(len(ok)))
+	}).WithTimeout(time.Minute).WithPolling(100 * time.Millisecond).Should(Succeed())
+
 	first.signal(syscall.SIGTERM)
 	g.Expect(first.wait()).To(Succeed(), "the receiver exits cleanly on SIGTERM")
 	logs, err := os.ReadFile(first.log)
@@ -239,6 +273,6 @@ func TestDrillSpoolWriteFails(t *testing.T) {
 		stored[fd.Spec.RequestID] = true
 	}
 	g.Expect(stored).To(Equal(ok), "stored: every callback answered OK, none answered FAIL")
-	t.Logf("%d callbacks spooled and answered OK before the limit, %d answered 503 SpoolFailed after it (%d together, %d alone); all %d answered OK stored once",
-		len(before), len(after), len(after)-3, 3, len(ok))
+	t.Logf("%d callbacks spooled and answered OK before the limit, %d answered 503 SpoolFailed under it (%d together, %d alone), %d spooled and answered OK by the same process once it was lifted; all %d answered OK stored once",
+		len(before), len(after), len(after)-3, 3, len(lifted), len(ok))
 }
