@@ -95,6 +95,28 @@ func scrapeMetrics(g Gomega, addr string) map[string]float64 {
 	return series
 }
 
+// sendAll sends a callback for each id, all at once, and returns the
+// answers.
+func sendAll(t *testing.T, send func(id string) (reply, error), ids []string) map[string]reply {
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	got := map[string]reply{}
+	for _, id := range ids {
+		wg.Go(func() {
+			r, err := send(id)
+			if err != nil {
+				t.Errorf("callback %s: %v", id, err)
+				return
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			got[id] = r
+		})
+	}
+	wg.Wait()
+	return got
+}
+
 // TestDrillSpoolWriteFails fails the spool's disk writes for real while the
 // API server is cut: the receiver process limits the size its files may be
 // written to (RLIMIT_FSIZE), so the kernel refuses the spool's page writes
@@ -146,30 +168,11 @@ func TestDrillSpoolWriteFails(t *testing.T) {
 	// Spooled before the limit: the API server is cut.
 	proxy.refuse()
 	ok := map[string]bool{}
-	var mu sync.Mutex
-	sendAll := func(ids []string) map[string]reply {
-		var wg sync.WaitGroup
-		got := map[string]reply{}
-		for _, id := range ids {
-			wg.Go(func() {
-				r, err := send(id)
-				if err != nil {
-					t.Errorf("callback %s: %v", id, err)
-					return
-				}
-				mu.Lock()
-				defer mu.Unlock()
-				got[id] = r
-			})
-		}
-		wg.Wait()
-		return got
-	}
 	var before []string
 	for i := range 8 {
 		before = append(before, fmt.Sprintf("before-%02d", i))
 	}
-	for id, r := range sendAll(before) {
+	for id, r := range sendAll(t, send, before) {
 		g.Expect(r.raw).To(Equal(okAnswer), "callback %s spooled before the limit", id)
 		ok[id] = true
 	}
@@ -191,7 +194,7 @@ func TestDrillSpoolWriteFails(t *testing.T) {
 	for i := range 12 {
 		after = append(after, fmt.Sprintf("burst-%02d", i))
 	}
-	answers := sendAll(after)
+	answers := sendAll(t, send, after)
 	for i := range 3 {
 		id := fmt.Sprintf("alone-%02d", i)
 		after = append(after, id)
@@ -223,7 +226,7 @@ func TestDrillSpoolWriteFails(t *testing.T) {
 	for i := range 8 {
 		lifted = append(lifted, fmt.Sprintf("lifted-%02d", i))
 	}
-	for id, r := range sendAll(lifted) {
+	for id, r := range sendAll(t, send, lifted) {
 		g.Expect(r.raw).To(Equal(okAnswer), "callback %s spooled once the limit was lifted", id)
 		ok[id] = true
 	}
@@ -275,4 +278,120 @@ func TestDrillSpoolWriteFails(t *testing.T) {
 	g.Expect(stored).To(Equal(ok), "stored: every callback answered OK, none answered FAIL")
 	t.Logf("%d callbacks spooled and answered OK before the limit, %d answered 503 SpoolFailed under it (%d together, %d alone), %d spooled and answered OK by the same process once it was lifted; all %d answered OK stored once",
 		len(before), len(after), len(after)-3, 3, len(lifted), len(ok))
+}
+
+// TestDrillSpoolWritesFailPartway sets the limit a few pages past the meta
+// pages instead, after some callbacks were spooled: a commit whose pages
+// all lie below it (pages freed by earlier commits, or the first new ones)
+// succeeds, one that needs a page past it fails, possibly after writing
+// the pages before it (a torn commit, which no meta page points to).
+// Callbacks arrive in bursts, each committed in one or a few group
+// commits, until three bursts had refusals. Whatever each callback is
+// answered, OK means it is in the spool once and is stored once after a
+// restart with the API server back; a refusal is 503 SpoolFailed because
+// the write failed, and the callback is in neither place.
+func TestDrillSpoolWritesFailPartway(t *testing.T) {
+	requireEnv(t)
+	g := NewWithT(t)
+	ns := env.Namespace(t)
+	h := &harness{t: t, env: env, mgr: shared, ns: ns}
+	h.config("plain", nil)
+	proxy := newFaultProxy(t, upstreamAddr(t, env))
+	kubeconfig := writeKubeconfig(t, proxiedConfig(t, env, proxy))
+	spoolDir := t.TempDir()
+	const limitPages = 10 // the two meta pages and eight more
+	limit := limitPages * os.Getpagesize()
+	markers := t.TempDir()
+	limitSet := filepath.Join(markers, "limit-set")
+	metricsAddr := freeAddr(t)
+
+	first := startReceiverProcessEnv(t, "receiver-0", kubeconfig, spoolDir, 0, []string{
+		envSpoolWriteLimit + "=" + strconv.Itoa(limit),
+		envSpoolWriteLimitSet + "=" + limitSet,
+		envSpoolWriteLimitLifted + "=" + filepath.Join(markers, "limit-lifted"),
+		envMetrics + "=" + metricsAddr,
+	})
+	first.waitReady()
+	send := callbackSender(imBackend(), func() string { return first.base }, ns)
+	warmUp(t, send, "warm-up")
+
+	proxy.refuse()
+	ok, failed := map[string]bool{}, map[string]bool{}
+	var before []string
+	for i := range 8 {
+		before = append(before, fmt.Sprintf("before-%02d", i))
+	}
+	for id, r := range sendAll(t, send, before) {
+		g.Expect(r.raw).To(Equal(okAnswer), "callback %s spooled before the limit", id)
+		ok[id] = true
+	}
+	first.signal(syscall.SIGUSR1)
+	g.Eventually(func() error { _, err := os.Stat(limitSet); return err }).
+		WithTimeout(time.Minute).WithPolling(20*time.Millisecond).Should(Succeed(), "the receiver process never set the limit")
+
+	okUnder, bursts, refusedBursts := 0, 0, 0
+	for ; refusedBursts < 3 && bursts < 40; bursts++ {
+		var ids []string
+		for i := range 20 {
+			ids = append(ids, fmt.Sprintf("burst-%02d-%02d", bursts, i))
+		}
+		answers := sendAll(t, send, ids)
+		g.Expect(answers).To(HaveLen(len(ids)))
+		refused := false
+		for id, r := range answers {
+			if r.raw == okAnswer {
+				ok[id] = true
+				okUnder++
+				continue
+			}
+			g.Expect(r.status).To(Equal(http.StatusServiceUnavailable), "callback %s: %s", id, r.raw)
+			g.Expect(r.answer.ErrorInfo).To(Equal("the FriendDeletion could not be stored or spooled"), "callback %s: the write failed, it did not time out", id)
+			failed[id], refused = true, true
+		}
+		if refused {
+			refusedBursts++
+		}
+	}
+	g.Expect(failed).NotTo(BeEmpty(), "the spool's writes never reached the limit in %d bursts", bursts)
+	m := scrapeMetrics(g, metricsAddr)
+	g.Expect(m[`friend_deletion_receiver_spool_writes_total{result="spooled"}`]).To(BeEquivalentTo(len(ok)))
+	g.Expect(m[`friend_deletion_receiver_spool_writes_total{result="error"}`]).To(BeEquivalentTo(len(failed)))
+	g.Expect(m[`friend_deletion_receiver_spool_writes_total{result="timeout"}`]).To(BeZero())
+	g.Eventually(func(g Gomega) {
+		g.Expect(scrapeMetrics(g, metricsAddr)["friend_deletion_receiver_spool_entries"]).To(BeEquivalentTo(len(ok)))
+	}).WithTimeout(time.Minute).WithPolling(100 * time.Millisecond).Should(Succeed())
+
+	first.signal(syscall.SIGTERM)
+	g.Expect(first.wait()).To(Succeed(), "the receiver exits cleanly on SIGTERM")
+	checkSpoolFile(t, spoolDir)
+	db, err := bolt.Open(filepath.Join(spoolDir, SpoolFile), 0o600, &bolt.Options{Timeout: time.Second, ReadOnly: true})
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(db.Info().PageSize).To(Equal(os.Getpagesize()))
+	tx, err := db.Begin(false)
+	g.Expect(err).NotTo(HaveOccurred())
+	used := tx.Size() // up to the last page the committed state may use
+	g.Expect(tx.Rollback()).To(Succeed())
+	g.Expect(db.Close()).To(Succeed())
+	want := map[string]int{}
+	for id := range ok {
+		want[id] = 1
+	}
+	g.Expect(spooledRequestIDs(t, spoolDir)).To(Equal(want), "the spool holds exactly the callbacks answered OK, once each")
+
+	proxy.heal()
+	second := startReceiverProcess(t, "receiver-0", kubeconfig, spoolDir, 0)
+	ok["warm-up"] = true
+	expectStoredOnce(t, ns, ok, time.Minute)
+	second.waitReady()
+	second.signal(syscall.SIGTERM)
+	g.Expect(second.wait()).To(Succeed())
+	checkSpoolFile(t, spoolDir)
+	g.Expect(spooledRequestIDs(t, spoolDir)).To(BeEmpty(), "the spool is empty once replayed")
+	stored := map[string]bool{}
+	for _, fd := range h.deletions() {
+		stored[fd.Spec.RequestID] = true
+	}
+	g.Expect(stored).To(Equal(ok), "stored: every callback answered OK, none answered FAIL")
+	t.Logf("limit at byte %d (%d pages): %d bursts of 20 under it, %d callbacks answered OK and %d answered 503 SpoolFailed; the committed state reaches byte %d; all %d answered OK stored once",
+		limit, limitPages, bursts, okUnder, len(failed), used, len(ok))
 }
