@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httputil"
@@ -43,6 +44,8 @@ const (
 	envSpoolDir        = "FDO_TEST_SPOOL_DIR"
 	envReplica         = "FDO_TEST_REPLICA"
 	envShutdownDelay   = "FDO_TEST_SHUTDOWN_DELAY"
+	// envMetrics is the metrics endpoint's address; unset turns it off.
+	envMetrics = "FDO_TEST_METRICS"
 )
 
 // runReceiverProcess is a receiver process as main.go runs it: a manager
@@ -50,6 +53,13 @@ const (
 // handler. It returns the exit code.
 func runReceiverProcess() int {
 	ctrl.SetLogger(testLogs)
+	if os.Getenv(envSpoolWriteLimit) != "" {
+		limitSpoolWritesOnSignal()
+	}
+	metricsAddr := os.Getenv(envMetrics)
+	if metricsAddr == "" {
+		metricsAddr = "0"
+	}
 	cfg, err := clientcmd.BuildConfigFromFlags("", os.Getenv(envKubeconfig))
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "receiver process:", err)
@@ -57,7 +67,7 @@ func runReceiverProcess() int {
 	}
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                 testenv.Scheme(),
-		Metrics:                metricsserver.Options{BindAddress: "0"},
+		Metrics:                metricsserver.Options{BindAddress: metricsAddr},
 		HealthProbeBindAddress: os.Getenv(envProbe),
 		Logger:                 testLogs,
 	})
@@ -114,6 +124,15 @@ type receiverProcess struct {
 
 func startReceiverProcess(t *testing.T, name, kubeconfig, spoolDir string, shutdownDelay time.Duration) *receiverProcess {
 	t.Helper()
+	return startReceiverProcessEnv(t, name, kubeconfig, spoolDir, shutdownDelay, nil)
+}
+
+// startReceiverProcessEnv is startReceiverProcess with more variables in
+// the process's environment. With any, the process's output reaches its
+// log through a pipe, which a file size limit set in the process (see
+// envSpoolWriteLimit) does not cut short.
+func startReceiverProcessEnv(t *testing.T, name, kubeconfig, spoolDir string, shutdownDelay time.Duration, extraEnv []string) *receiverProcess {
+	t.Helper()
 	p := &receiverProcess{t: t, name: name, probe: freeAddr(t), exited: make(chan struct{})}
 	bind := freeAddr(t)
 	p.base = "http://" + bind
@@ -126,7 +145,12 @@ func startReceiverProcess(t *testing.T, name, kubeconfig, spoolDir string, shutd
 	p.cmd.Env = append(os.Environ(),
 		receiverProcessEnv+"=1", envKubeconfig+"="+kubeconfig, envBind+"="+bind, envProbe+"="+p.probe,
 		envSpoolDir+"="+spoolDir, envReplica+"="+name, envShutdownDelay+"="+shutdownDelay.String())
+	p.cmd.Env = append(p.cmd.Env, extraEnv...)
 	p.cmd.Stdout, p.cmd.Stderr = out, out
+	if len(extraEnv) > 0 {
+		w := struct{ io.Writer }{out} // not an *os.File: exec copies through a pipe
+		p.cmd.Stdout, p.cmd.Stderr = w, w
+	}
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}

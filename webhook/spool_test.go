@@ -290,8 +290,9 @@ func TestKeepSpoolsOnlyWhatMaySucceedLater(t *testing.T) {
 			g.Expect(err).NotTo(HaveOccurred())
 			defer sp.close()
 			if tc.broken {
-				// The database fails every commit, as it does when its
-				// write or fsync fails.
+				// The closed database fails every commit ("database
+				// not open"); TestDrillSpoolWriteFails and
+				// TestDrillSpoolWritesFailPartway fail real disk writes.
 				g.Expect(sp.db.Close()).To(Succeed())
 			}
 			r := &Receiver{store: &store{client: c, metrics: m}, budget: 300 * time.Millisecond, spool: sp, spoolAfter: 150 * time.Millisecond, metrics: m, log: testLogs}
