@@ -11,6 +11,10 @@
 //		... // run the operator with manager.Run(ctx, opts, mystep.SetupWithManager)
 //	}
 //
+// Options change the control plane: WithAdmissionPlugins turns on admission
+// plugins, WithAuditLog has kube-apiserver write an audit log that
+// ReadAuditLog reads back (who asked for what, and the answer).
+//
 // The binaries are not downloaded: KUBEBUILDER_ASSETS (or K8S_ASSETS) names
 // a folder holding kube-apiserver and etcd, such as the one the operator's
 // `make envtest-assets` builds into

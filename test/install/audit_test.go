@@ -1,15 +1,21 @@
 package install
 
 import (
+	"encoding/json"
 	"fmt"
+	"maps"
 	"net/http"
+	"os"
+	"path/filepath"
 	"slices"
 	"sort"
 	"strings"
 	"testing"
 	"time"
 
+	authnv1 "k8s.io/api/authentication/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	auditv1 "k8s.io/apiserver/pkg/apis/audit/v1"
 
 	"github.com/imcallback/friend-deletion-operator/controllers/testenv"
@@ -61,7 +67,13 @@ type audited struct {
 // request counts once.
 func auditedRequests(t *testing.T, user string, since time.Time) audited {
 	t.Helper()
-	events, err := testenv.ReadAuditLog(auditLog)
+	return auditedRequestsIn(t, auditLog, user, since)
+}
+
+// auditedRequestsIn is auditedRequests on the audit log at path.
+func auditedRequestsIn(t *testing.T, path, user string, since time.Time) audited {
+	t.Helper()
+	events, err := testenv.ReadAuditLog(path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -163,5 +175,58 @@ func TestAccessesOfRules(t *testing.T) {
 	}
 	if !slices.Equal(got, want) {
 		t.Errorf("grantedBy = %v, want %v", got, want)
+	}
+}
+
+// TestAuditedRequests reads a written audit log: one count per request
+// (a watch's two stages are one), the impersonated user's requests and
+// none of the administrator's own or older ones, subresources apart,
+// refusals listed rather than counted, non-resource paths left out.
+func TestAuditedRequests(t *testing.T) {
+	const sa = "system:serviceaccount:ops:controllers"
+	start := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	at := func(d time.Duration) metav1.MicroTime { return metav1.NewMicroTime(start.Add(d)) }
+	as := &authnv1.UserInfo{Username: sa}
+	admin := authnv1.UserInfo{Username: "admin"}
+	ok, forbidden := &metav1.Status{Code: 200}, &metav1.Status{Code: 403, Message: "no"}
+	ref := func(group, resource, sub string) *auditv1.ObjectReference {
+		return &auditv1.ObjectReference{APIGroup: group, Resource: resource, Subresource: sub}
+	}
+	events := []auditv1.Event{
+		{AuditID: "old", Stage: auditv1.StageResponseComplete, StageTimestamp: at(-time.Second), User: admin, ImpersonatedUser: as, Verb: "delete", ObjectRef: ref("", "secrets", ""), ResponseStatus: ok},
+		{AuditID: "w", Stage: auditv1.StageResponseStarted, StageTimestamp: at(time.Second), User: admin, ImpersonatedUser: as, Verb: "watch", ObjectRef: ref("", "secrets", ""), ResponseStatus: ok},
+		{AuditID: "w", Stage: auditv1.StageResponseComplete, StageTimestamp: at(2 * time.Second), User: admin, ImpersonatedUser: as, Verb: "watch", ObjectRef: ref("", "secrets", ""), ResponseStatus: ok},
+		{AuditID: "p1", Stage: auditv1.StageResponseComplete, StageTimestamp: at(time.Second), User: admin, ImpersonatedUser: as, Verb: "patch", ObjectRef: ref("sns.imcallback.io", "frienddeletions", "status"), ResponseStatus: ok},
+		{AuditID: "p2", Stage: auditv1.StageResponseComplete, StageTimestamp: at(time.Second), User: admin, ImpersonatedUser: as, Verb: "patch", ObjectRef: ref("sns.imcallback.io", "frienddeletions", "status"), ResponseStatus: &metav1.Status{Code: 409}},
+		{AuditID: "g", Stage: auditv1.StageResponseComplete, StageTimestamp: at(time.Second), User: authnv1.UserInfo{Username: sa}, Verb: "get", ObjectRef: ref("", "configmaps", ""), ResponseStatus: &metav1.Status{Code: 404}},
+		{AuditID: "mine", Stage: auditv1.StageResponseComplete, StageTimestamp: at(time.Second), User: admin, Verb: "create", ObjectRef: ref("", "secrets", ""), ResponseStatus: ok},
+		{AuditID: "other", Stage: auditv1.StageResponseComplete, StageTimestamp: at(time.Second), User: admin, ImpersonatedUser: &authnv1.UserInfo{Username: "system:serviceaccount:ops:receiver"}, Verb: "list", ObjectRef: ref("", "secrets", ""), ResponseStatus: ok},
+		{AuditID: "no", Stage: auditv1.StageResponseComplete, StageTimestamp: at(time.Second), User: admin, ImpersonatedUser: as, Verb: "create", RequestURI: "/api/v1/namespaces/ops/events", ObjectRef: ref("", "events", ""), ResponseStatus: forbidden},
+		{AuditID: "api", Stage: auditv1.StageResponseComplete, StageTimestamp: at(time.Second), User: admin, ImpersonatedUser: as, Verb: "get", RequestURI: "/api", ResponseStatus: ok},
+	}
+	path := filepath.Join(t.TempDir(), "audit.log")
+	var lines []byte
+	for _, ev := range events {
+		b, err := json.Marshal(ev)
+		if err != nil {
+			t.Fatal(err)
+		}
+		lines = append(append(lines, b...), '\n')
+	}
+	if err := os.WriteFile(path, lines, 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	got := auditedRequestsIn(t, path, sa, start)
+	want := map[access]int{
+		{"watch", "", "secrets"}:                                 1,
+		{"patch", "sns.imcallback.io", "frienddeletions/status"}: 2,
+		{"get", "", "configmaps"}:                                1,
+	}
+	if !maps.Equal(got.allowed, want) {
+		t.Errorf("allowed = %v, want %v", got.allowed, want)
+	}
+	if len(got.refused) != 1 || !strings.HasPrefix(got.refused[0], "create /api/v1/namespaces/ops/events: 403") {
+		t.Errorf("refused = %q, want the events create", got.refused)
 	}
 }
