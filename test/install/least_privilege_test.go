@@ -73,6 +73,9 @@ func TestRolesRunWithInstalledPermissions(t *testing.T) {
 	})
 
 	receiverAddr, receiverMetrics, controllersMetrics := freeLoopbackAddr(t), freeLoopbackAddr(t), freeLoopbackAddr(t)
+	// A Lease of its own per run, which the controllers create (a repeated
+	// run would find the last one's).
+	leaseName := "least-privilege-" + strconv.FormatInt(time.Now().UnixNano(), 36)
 	receiver := startManagerWithEnv(t, bin, "receiver", kubeconfigAs(t, bundleNS, bundleReceiverSA), listThenWatch,
 		"--role=receiver",
 		"--receiver-bind-address="+receiverAddr,
@@ -85,7 +88,7 @@ func TestRolesRunWithInstalledPermissions(t *testing.T) {
 		"--leader-elect",
 		"--receiver-service-account="+bundleNS+"/"+bundleReceiverSA,
 		"--leader-election-namespace="+bundleNS,
-		"--leader-election-id=least-privilege-test",
+		"--leader-election-id="+leaseName,
 		"--metrics-bind-address="+controllersMetrics,
 		"--health-probe-bind-address=0",
 	)
@@ -136,7 +139,7 @@ func TestRolesRunWithInstalledPermissions(t *testing.T) {
 	// The controllers hold the leader-election Lease; the receiver elects
 	// no leader (and may not read Leases).
 	lease := &coordinationv1.Lease{}
-	g.Expect(env.Client.Get(t.Context(), client.ObjectKey{Namespace: bundleNS, Name: "least-privilege-test"}, lease)).To(Succeed())
+	g.Expect(env.Client.Get(t.Context(), client.ObjectKey{Namespace: bundleNS, Name: leaseName}, lease)).To(Succeed())
 	g.Expect(lease.Spec.HolderIdentity).NotTo(BeNil())
 
 	// Authenticated metrics, on both roles: no token is 401, a token whose
