@@ -11,6 +11,10 @@
 //		... // run the operator with manager.Run(ctx, opts, mystep.SetupWithManager)
 //	}
 //
+// Options change the control plane: WithAdmissionPlugins turns on admission
+// plugins, WithAuditLog has kube-apiserver write an audit log that
+// ReadAuditLog reads back (who asked for what, and the answer).
+//
 // The binaries are not downloaded: KUBEBUILDER_ASSETS (or K8S_ASSETS) names
 // a folder holding kube-apiserver and etcd, such as the one the operator's
 // `make envtest-assets` builds into
@@ -20,7 +24,10 @@ package testenv
 import (
 	"bytes"
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"os/exec"
@@ -33,6 +40,7 @@ import (
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	apiruntime "k8s.io/apimachinery/pkg/runtime"
+	auditv1 "k8s.io/apiserver/pkg/apis/audit/v1"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -130,6 +138,47 @@ type Option func(*envtest.Environment)
 func WithAdmissionPlugins(names ...string) Option {
 	return func(e *envtest.Environment) {
 		e.ControlPlane.GetAPIServer().Configure().Append("enable-admission-plugins", strings.Join(names, ","))
+	}
+}
+
+// WithAuditLog makes kube-apiserver write an audit log to logPath, as
+// JSON lines, under the audit policy policyYAML (an
+// audit.k8s.io/v1 Policy, written beside the log). ReadAuditLog reads it
+// back. The log is written before each response is sent (blocking mode), so
+// a request that returned is in it.
+func WithAuditLog(logPath string, policyYAML []byte) Option {
+	return func(e *envtest.Environment) {
+		policyPath := logPath + ".policy.yaml"
+		if err := os.WriteFile(policyPath, policyYAML, 0o600); err != nil {
+			panic(fmt.Sprintf("testenv: writing the audit policy: %v", err))
+		}
+		args := e.ControlPlane.GetAPIServer().Configure()
+		args.Set("audit-log-path", logPath)
+		args.Set("audit-policy-file", policyPath)
+		args.Set("audit-log-format", "json")
+		args.Set("audit-log-mode", "blocking")
+	}
+}
+
+// ReadAuditLog decodes the audit events the API server wrote to logPath
+// (see WithAuditLog), oldest first.
+func ReadAuditLog(logPath string) ([]auditv1.Event, error) {
+	f, err := os.Open(logPath)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	var events []auditv1.Event
+	dec := json.NewDecoder(f)
+	for {
+		var ev auditv1.Event
+		if err := dec.Decode(&ev); err != nil {
+			if errors.Is(err, io.EOF) {
+				return events, nil
+			}
+			return events, fmt.Errorf("reading audit log %s: %w", logPath, err)
+		}
+		events = append(events, ev)
 	}
 }
 

@@ -31,12 +31,14 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	snsv1alpha1 "github.com/imcallback/friend-deletion-operator/api/v1alpha1"
+	"github.com/imcallback/friend-deletion-operator/internal/imrest/imresttest"
 )
 
 // TestRolesRunWithInstalledPermissions installs the kubectl bundle and runs
@@ -56,21 +58,37 @@ func TestRolesRunWithInstalledPermissions(t *testing.T) {
 	g := NewWithT(t)
 	apply(t, filepath.Join(root, bundleFile))
 	bin := managerBinary(t)
+	// Both ways, from the API server's audit log, once both processes
+	// stopped (their last requests included): neither identity was refused
+	// a request, and, when the scenario ran through, each used every access
+	// its installed roles grant (but for the few notRequested explains).
+	// Refusals are reported even when the scenario stopped short, since a
+	// missing permission is the likeliest reason it did.
+	since, ranThrough := time.Now(), false
+	t.Cleanup(func() {
+		expectBothWays(t, "controllers", auditedRequests(t, serviceAccountUser(bundleNS, bundleSA), since), ranThrough,
+			grantedBy(generatedRulesOf(t, generatedRole), leaderElectionRules, generatedRulesOf(t, generatedMetricsAuthRole)))
+		expectBothWays(t, "receiver", auditedRequests(t, serviceAccountUser(bundleNS, bundleReceiverSA), since), ranThrough,
+			grantedBy(generatedRulesOf(t, generatedReceiverRole), generatedRulesOf(t, generatedMetricsAuthRole)))
+	})
 
 	receiverAddr, receiverMetrics, controllersMetrics := freeLoopbackAddr(t), freeLoopbackAddr(t), freeLoopbackAddr(t)
-	receiver := startManager(t, bin, "receiver", kubeconfigAs(t, bundleNS, bundleReceiverSA),
+	// A Lease of its own per run, which the controllers create (a repeated
+	// run would find the last one's).
+	leaseName := "least-privilege-" + strconv.FormatInt(time.Now().UnixNano(), 36)
+	receiver := startManagerWithEnv(t, bin, "receiver", kubeconfigAs(t, bundleNS, bundleReceiverSA), listThenWatch,
 		"--role=receiver",
 		"--receiver-bind-address="+receiverAddr,
 		"--receiver-status-flush-interval=200ms",
 		"--metrics-bind-address="+receiverMetrics,
 		"--health-probe-bind-address=0",
 	)
-	controllers := startManager(t, bin, "controllers", kubeconfigAs(t, bundleNS, bundleSA),
+	controllers := startManagerWithEnv(t, bin, "controllers", kubeconfigAs(t, bundleNS, bundleSA), listThenWatch,
 		"--role=controllers",
 		"--leader-elect",
 		"--receiver-service-account="+bundleNS+"/"+bundleReceiverSA,
 		"--leader-election-namespace="+bundleNS,
-		"--leader-election-id=least-privilege-test",
+		"--leader-election-id="+leaseName,
 		"--metrics-bind-address="+controllersMetrics,
 		"--health-probe-bind-address=0",
 	)
@@ -107,6 +125,9 @@ func TestRolesRunWithInstalledPermissions(t *testing.T) {
 
 	batchedJobRunsWithInstalledPermissions(t, env.Namespace(t))
 	httpStepAndRetentionRunWithInstalledPermissions(t, env.Namespace(t))
+	verifiedDeletionRunsWithInstalledPermissions(t, env.Namespace(t))
+	receiverAccessFollowsConfig(t, env.Namespace(t), bundleNS, bundleReceiverSA)
+	jobDeletedByHandAndMissingConfigFail(t, env.Namespace(t))
 
 	// The receiver's batched counters reach the config's status too.
 	g.Eventually(func(g Gomega) {
@@ -118,7 +139,7 @@ func TestRolesRunWithInstalledPermissions(t *testing.T) {
 	// The controllers hold the leader-election Lease; the receiver elects
 	// no leader (and may not read Leases).
 	lease := &coordinationv1.Lease{}
-	g.Expect(env.Client.Get(t.Context(), client.ObjectKey{Namespace: bundleNS, Name: "least-privilege-test"}, lease)).To(Succeed())
+	g.Expect(env.Client.Get(t.Context(), client.ObjectKey{Namespace: bundleNS, Name: leaseName}, lease)).To(Succeed())
 	g.Expect(lease.Spec.HolderIdentity).NotTo(BeNil())
 
 	// Authenticated metrics, on both roles: no token is 401, a token whose
@@ -159,6 +180,182 @@ func TestRolesRunWithInstalledPermissions(t *testing.T) {
 	for _, p := range []*managerProcess{receiver, controllers} {
 		g.Expect(p.log()).NotTo(ContainSubstring("forbidden"), "the %s process was refused a request", p.name)
 	}
+	ranThrough = true
+}
+
+// listThenWatch makes client-go's informers list and then watch, as they
+// do against an API server that does not stream the initial list
+// (WatchList, which this one serves): the installed roles must serve both.
+// With it the audit log shows the list a streaming start would hide; the
+// streaming start itself needs only watch, which the processes use anyway.
+var listThenWatch = []string{"KUBE_FEATURE_WatchListClient=false"}
+
+// jobDeletedByHandAndMissingConfigFail fails two FriendDeletions on paths
+// where the controllers read from the API server what their cache does
+// not hold: a recorded Job deleted by hand (the step fails, the Job is not
+// created again) and a FriendDeletion naming no CallbackConfig (it fails
+// with ConfigNotFound).
+func jobDeletedByHandAndMissingConfigFail(t *testing.T, ns string) {
+	t.Helper()
+	g := NewWithT(t)
+	cfg := createChatApp(t, ns, "job-gone-token")
+	fd := &snsv1alpha1.FriendDeletion{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "fd-job-gone"},
+		Spec: snsv1alpha1.FriendDeletionSpec{ConfigName: cfg.Name, SDKAppID: cfg.Spec.SDKAppID, PairCount: 1, ReceivedAt: metav1.Now(),
+			Pairs: []snsv1alpha1.FriendPair{{From: "alice", To: "bob"}}},
+	}
+	g.Expect(env.Client.Create(t.Context(), fd)).To(Succeed())
+	orphan := &snsv1alpha1.FriendDeletion{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "fd-no-config"},
+		Spec: snsv1alpha1.FriendDeletionSpec{ConfigName: "no-such-config", SDKAppID: cfg.Spec.SDKAppID, PairCount: 1, ReceivedAt: metav1.Now(),
+			Pairs: []snsv1alpha1.FriendPair{{From: "alice", To: "bob"}}},
+	}
+	g.Expect(env.Client.Create(t.Context(), orphan)).To(Succeed())
+
+	job := &batchv1.Job{}
+	g.Eventually(func(g Gomega) {
+		g.Expect(env.Client.Get(t.Context(), client.ObjectKeyFromObject(fd), fd)).To(Succeed())
+		g.Expect(fd.Status.Phase).To(Equal(snsv1alpha1.PhaseRunning))
+		g.Expect(env.Client.Get(t.Context(), client.ObjectKey{Namespace: ns, Name: "fd-job-gone-purge-history"}, job)).To(Succeed())
+	}).WithTimeout(time.Minute).WithPolling(100 * time.Millisecond).Should(Succeed())
+	g.Expect(env.Client.Delete(t.Context(), job, client.PropagationPolicy(metav1.DeletePropagationBackground))).To(Succeed())
+	g.Eventually(func(g Gomega) {
+		g.Expect(env.Client.Get(t.Context(), client.ObjectKeyFromObject(fd), fd)).To(Succeed())
+		g.Expect(fd.Status.Phase).To(Equal(snsv1alpha1.PhaseFailed))
+		g.Expect(env.Client.Get(t.Context(), client.ObjectKeyFromObject(orphan), orphan)).To(Succeed())
+		g.Expect(orphan.Status.Phase).To(Equal(snsv1alpha1.PhaseFailed))
+		g.Expect(meta.FindStatusCondition(orphan.Status.Conditions, snsv1alpha1.ConditionReady)).To(HaveField("Reason", snsv1alpha1.ReasonConfigNotFound))
+	}).WithTimeout(time.Minute).WithPolling(100 * time.Millisecond).Should(Succeed())
+	g.Expect(apierrors.IsNotFound(env.Client.Get(t.Context(), client.ObjectKeyFromObject(job), &batchv1.Job{}))).To(BeTrue(), "the deleted Job was created again")
+}
+
+// verifiedDeletionRunsWithInstalledPermissions runs a FriendDeletion of a
+// config with spec.verify against a fake IM REST API: the controllers read
+// the secret key's Secret, the pair still friends is skipped, the gone one
+// goes to the job step, and the deletion succeeds.
+func verifiedDeletionRunsWithInstalledPermissions(t *testing.T, ns string) {
+	t.Helper()
+	g := NewWithT(t)
+	const sdkAppID, key = "1400000013", "least-privilege-app-key"
+	im := imresttest.NewServer(sdkAppID, "administrator", []byte(key))
+	t.Cleanup(func() {
+		im.Close()
+		if p := im.Problems(); len(p) > 0 {
+			t.Errorf("malformed IM REST requests: %q", p)
+		}
+	})
+	im.MakeFriends("alice", "bob")
+	g.Expect(env.Client.Create(t.Context(), &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "im-key"},
+		StringData: map[string]string{"secretKey": key},
+	})).To(Succeed())
+	cfg := &snsv1alpha1.CallbackConfig{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "verified"},
+		Spec: snsv1alpha1.CallbackConfigSpec{
+			SDKAppID: sdkAppID,
+			Verify: &snsv1alpha1.Verify{
+				Endpoint:     im.URL,
+				Identifier:   "administrator",
+				SecretKeyRef: snsv1alpha1.SecretKeyRef{Name: "im-key", Key: "secretKey"},
+			},
+			Cleanup: []snsv1alpha1.CleanupStep{{
+				Name: "purge",
+				Job: &batchv1.JobTemplateSpec{Spec: batchv1.JobSpec{Template: corev1.PodTemplateSpec{Spec: corev1.PodSpec{
+					RestartPolicy: corev1.RestartPolicyNever,
+					Containers:    []corev1.Container{{Name: "purge", Image: "registry.example.com/purge:1"}},
+				}}}},
+			}},
+		},
+	}
+	g.Expect(env.Client.Create(t.Context(), cfg)).To(Succeed())
+	fd := &snsv1alpha1.FriendDeletion{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "fd-verified"},
+		Spec: snsv1alpha1.FriendDeletionSpec{ConfigName: "verified", SDKAppID: sdkAppID, PairCount: 2, ReceivedAt: metav1.Now(),
+			Pairs: []snsv1alpha1.FriendPair{{From: "alice", To: "bob"}, {From: "alice", To: "carol"}}},
+	}
+	g.Expect(env.Client.Create(t.Context(), fd)).To(Succeed())
+	job := &batchv1.Job{}
+	g.Eventually(func(g Gomega) {
+		g.Expect(env.Client.Get(t.Context(), client.ObjectKeyFromObject(fd), fd)).To(Succeed())
+		g.Expect(fd.Status.Verification).NotTo(BeNil())
+		g.Expect(fd.Status.Verification.Verified).To(Equal("1/2"))
+		g.Expect(env.Client.Get(t.Context(), client.ObjectKey{Namespace: ns, Name: "fd-verified-purge"}, job)).To(Succeed())
+	}).WithTimeout(time.Minute).WithPolling(100 * time.Millisecond).Should(Succeed())
+	completeJob(t, job)
+	g.Eventually(func(g Gomega) {
+		g.Expect(env.Client.Get(t.Context(), client.ObjectKeyFromObject(fd), fd)).To(Succeed())
+		g.Expect(fd.Status.Phase).To(Equal(snsv1alpha1.PhaseSucceeded))
+	}).WithTimeout(time.Minute).WithPolling(100 * time.Millisecond).Should(Succeed())
+	g.Expect(im.Calls()).NotTo(BeEmpty())
+}
+
+// receiverAccessFollowsConfig changes what a config's receiver grant must
+// be, as people do: the token Secret is renamed to one created afterwards
+// (the Role is patched), the
+// RoleBinding's subjects are edited by hand (patched back), and
+// authentication is removed (both are deleted).
+func receiverAccessFollowsConfig(t *testing.T, ns, recvNS, recvSA string) {
+	t.Helper()
+	g := NewWithT(t)
+	cfg := createChatApp(t, ns, "first-token")
+	roleKey := client.ObjectKey{Namespace: ns, Name: "chat-app-receiver-token"}
+	secretOfRole := func(g Gomega) string {
+		role := &rbacv1.Role{}
+		g.Expect(env.Client.Get(t.Context(), roleKey, role)).To(Succeed())
+		g.Expect(role.Rules).To(HaveLen(1))
+		g.Expect(role.Rules[0].ResourceNames).To(HaveLen(1))
+		return role.Rules[0].ResourceNames[0]
+	}
+	g.Eventually(secretOfRole).WithTimeout(time.Minute).WithPolling(100 * time.Millisecond).Should(Equal("im-token"))
+
+	readyReason := func(g Gomega) string {
+		got := &snsv1alpha1.CallbackConfig{}
+		g.Expect(env.Client.Get(t.Context(), client.ObjectKeyFromObject(cfg), got)).To(Succeed())
+		c := meta.FindStatusCondition(got.Status.Conditions, snsv1alpha1.ConditionReady)
+		g.Expect(c).NotTo(BeNil())
+		return c.Reason
+	}
+	g.Eventually(readyReason).WithTimeout(time.Minute).WithPolling(100 * time.Millisecond).Should(Equal(snsv1alpha1.ReasonConfigured))
+
+	// The config names a Secret not created yet (the Role follows at once,
+	// the config is not Ready), then it is created (Ready again).
+	g.Eventually(func(g Gomega) {
+		g.Expect(env.Client.Get(t.Context(), client.ObjectKeyFromObject(cfg), cfg)).To(Succeed())
+		cfg.Spec.Auth.TokenSecretRef.Name = "im-token-2"
+		g.Expect(env.Client.Update(t.Context(), cfg)).To(Succeed())
+	}).WithTimeout(time.Minute).WithPolling(100 * time.Millisecond).Should(Succeed())
+	g.Eventually(secretOfRole).WithTimeout(time.Minute).WithPolling(100 * time.Millisecond).Should(Equal("im-token-2"))
+	g.Eventually(readyReason).WithTimeout(time.Minute).WithPolling(100 * time.Millisecond).Should(Equal(snsv1alpha1.ReasonSecretNotFound))
+	g.Expect(env.Client.Create(t.Context(), &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "im-token-2"},
+		StringData: map[string]string{"token": "second-token"},
+	})).To(Succeed())
+	g.Eventually(readyReason).WithTimeout(time.Minute).WithPolling(100 * time.Millisecond).Should(Equal(snsv1alpha1.ReasonConfigured))
+
+	receiverIsSubject := func(g Gomega) []rbacv1.Subject {
+		rb := &rbacv1.RoleBinding{}
+		g.Expect(env.Client.Get(t.Context(), roleKey, rb)).To(Succeed())
+		return rb.Subjects
+	}
+	want := []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Namespace: recvNS, Name: recvSA}}
+	g.Eventually(receiverIsSubject).WithTimeout(time.Minute).WithPolling(100 * time.Millisecond).Should(Equal(want))
+	g.Eventually(func(g Gomega) {
+		rb := &rbacv1.RoleBinding{}
+		g.Expect(env.Client.Get(t.Context(), roleKey, rb)).To(Succeed())
+		rb.Subjects = []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Namespace: ns, Name: "someone-else"}}
+		g.Expect(env.Client.Update(t.Context(), rb)).To(Succeed())
+	}).WithTimeout(time.Minute).WithPolling(100 * time.Millisecond).Should(Succeed())
+	g.Eventually(receiverIsSubject).WithTimeout(time.Minute).WithPolling(100 * time.Millisecond).Should(Equal(want))
+
+	g.Eventually(func(g Gomega) {
+		g.Expect(env.Client.Get(t.Context(), client.ObjectKeyFromObject(cfg), cfg)).To(Succeed())
+		cfg.Spec.Auth = nil
+		g.Expect(env.Client.Update(t.Context(), cfg)).To(Succeed())
+	}).WithTimeout(time.Minute).WithPolling(100 * time.Millisecond).Should(Succeed())
+	g.Eventually(func(g Gomega) {
+		g.Expect(apierrors.IsNotFound(env.Client.Get(t.Context(), roleKey, &rbacv1.Role{}))).To(BeTrue(), "the Role is left")
+		g.Expect(apierrors.IsNotFound(env.Client.Get(t.Context(), roleKey, &rbacv1.RoleBinding{}))).To(BeTrue(), "the RoleBinding is left")
+	}).WithTimeout(time.Minute).WithPolling(100 * time.Millisecond).Should(Succeed())
 }
 
 // TestRolesRunWatchingNamespaces installs the Helm chart with
@@ -193,6 +390,11 @@ func TestRolesRunWatchingNamespaces(t *testing.T) {
 	for _, p := range []*managerProcess{receiver, controllers} {
 		g.Expect(p.log()).NotTo(ContainSubstring("forbidden"), "the %s process was refused a request", p.name)
 	}
+}
+
+// serviceAccountUser is the user name a ServiceAccount's requests carry.
+func serviceAccountUser(ns, sa string) string {
+	return fmt.Sprintf("system:serviceaccount:%s:%s", ns, sa)
 }
 
 // callbackToSucceeded creates a token Secret and a CallbackConfig with one
@@ -538,8 +740,18 @@ func (p *managerProcess) log() string { return p.out.String() }
 // log if the test failed.
 func startManager(t *testing.T, bin, name, kubeconfig string, args ...string) *managerProcess {
 	t.Helper()
+	return startManagerWithEnv(t, bin, name, kubeconfig, nil, args...)
+}
+
+// startManagerWithEnv is startManager with variables added to the
+// process's environment.
+func startManagerWithEnv(t *testing.T, bin, name, kubeconfig string, environ []string, args ...string) *managerProcess {
+	t.Helper()
 	p := &managerProcess{name: name, out: &syncBuffer{}}
 	p.cmd = exec.Command(bin, append([]string{"--kubeconfig=" + kubeconfig}, args...)...)
+	if environ != nil {
+		p.cmd.Env = append(os.Environ(), environ...)
+	}
 	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
 	if err := p.cmd.Start(); err != nil {
 		t.Fatalf("starting the %s: %v", name, err)

@@ -10,6 +10,7 @@ package install
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -34,9 +35,55 @@ var env *testenv.Env
 // reference that blocks its owner's deletion (as a controller reference
 // does) needs permission to update the owner's finalizers, so the installed
 // role must grant it for the operator's Jobs and ConfigMaps to be created.
+//
+// The API server also writes an audit log (auditLog) of every request at
+// Metadata level, from which the least-privilege test reads what each
+// ServiceAccount asked for and whether it was allowed.
 func TestMain(m *testing.M) {
-	testenv.Run(m, func(e *testenv.Env) { env = e }, testenv.WithAdmissionPlugins("OwnerReferencesPermissionEnforcement"))
+	dir, err := os.MkdirTemp("", "install-audit-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	auditLog = filepath.Join(dir, "audit.log")
+	code := func() int {
+		e, err := testenv.Start(
+			testenv.WithAdmissionPlugins("OwnerReferencesPermissionEnforcement"),
+			testenv.WithAuditLog(auditLog, []byte(auditPolicy)),
+		)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "testenv:", err)
+			return 1
+		}
+		env = e
+		defer func() {
+			if err := env.Stop(); err != nil {
+				fmt.Fprintln(os.Stderr, "testenv: stopping:", err)
+			}
+		}()
+		return m.Run()
+	}()
+	_ = os.RemoveAll(dir)
+	os.Exit(code)
 }
+
+// auditLog is the API server's audit log.
+var auditLog string
+
+// auditPolicy records who asked for what and the answer (Metadata level,
+// once the response is complete or, for a watch, started) of every request
+// but the control plane's health checks. It cannot single out the
+// operator's ServiceAccounts: the tests run the manager as the administrator
+// impersonating them, and the policy sees the administrator; the test picks
+// them out by the impersonated user.
+const auditPolicy = `apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: ["RequestReceived"]
+rules:
+- level: None
+  nonResourceURLs: ["/healthz*", "/readyz*", "/livez*"]
+- level: Metadata
+`
 
 // root is the repository's top folder.
 var root = testenv.RepoRoot()
@@ -186,12 +233,14 @@ func generatedRulesOf(t *testing.T, file string) []rbacv1.PolicyRule {
 
 // leaderElectionRules are what the controllers' leader election uses, and
 // all the leader-election Role may grant: client-go's LeaseLock gets,
-// creates and updates its Lease, and the leader's Events are core Events.
+// creates and updates its Lease, and the leader's Event is a core Event,
+// created once per process (its message names the process's own identity,
+// so the recorder never sees it repeated and never patches it).
 // The RBAC markers cannot say this (they make cluster-wide rules), so the
 // Role is written by hand and held to these rules here.
 var leaderElectionRules = []rbacv1.PolicyRule{
 	{APIGroups: []string{leaderElection}, Resources: []string{"leases"}, Verbs: []string{"get", "create", "update"}},
-	{APIGroups: []string{""}, Resources: []string{"events"}, Verbs: []string{"create", "patch"}},
+	{APIGroups: []string{""}, Resources: []string{"events"}, Verbs: []string{"create"}},
 }
 
 // containerPort returns the port number of the named container port.
