@@ -14,10 +14,8 @@ import (
 	"time"
 
 	. "github.com/onsi/gomega"
-	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/rest"
 	clocktesting "k8s.io/utils/clock/testing"
@@ -581,49 +579,8 @@ func TestBatchJobCreateRetriedShowsOnEveryMember(t *testing.T) {
 // being retried at every plan, and the others get their Job.
 func TestBatchMembershipRefusedForGoodFailsThatMember(t *testing.T) {
 	ns := env.Namespace(t)
-	policy := &admissionregistrationv1.ValidatingAdmissionPolicy{
-		ObjectMeta: metav1.ObjectMeta{Name: "no-batch-" + ns},
-		Spec: admissionregistrationv1.ValidatingAdmissionPolicySpec{
-			FailurePolicy: ptr.To(admissionregistrationv1.Fail),
-			MatchConstraints: &admissionregistrationv1.MatchResources{ResourceRules: []admissionregistrationv1.NamedRuleWithOperations{{
-				RuleWithOperations: admissionregistrationv1.RuleWithOperations{
-					Operations: []admissionregistrationv1.OperationType{admissionregistrationv1.Update},
-					Rule: admissionregistrationv1.Rule{APIGroups: []string{snsv1alpha1.GroupVersion.Group}, APIVersions: []string{snsv1alpha1.GroupVersion.Version},
-						Resources: []string{"frienddeletions/status"}},
-				},
-			}}},
-			MatchConditions: []admissionregistrationv1.MatchCondition{{Name: "some", Expression: "object.metadata.name in ['fd2', 'probe']"}},
-			Validations: []admissionregistrationv1.Validation{{
-				Expression: "!has(object.status) || !has(object.status.steps) || object.status.steps.all(s, !has(s.jobName))",
-				Message:    "no batch for this one", Reason: ptr.To(metav1.StatusReasonForbidden),
-			}},
-		},
-	}
-	binding := &admissionregistrationv1.ValidatingAdmissionPolicyBinding{
-		ObjectMeta: metav1.ObjectMeta{Name: policy.Name},
-		Spec: admissionregistrationv1.ValidatingAdmissionPolicyBindingSpec{
-			PolicyName:        policy.Name,
-			ValidationActions: []admissionregistrationv1.ValidationAction{admissionregistrationv1.Deny},
-			MatchResources: &admissionregistrationv1.MatchResources{NamespaceSelector: &metav1.LabelSelector{
-				MatchLabels: map[string]string{"kubernetes.io/metadata.name": ns},
-			}},
-		},
-	}
-	create(t, policy, binding)
-	t.Cleanup(func() {
-		_ = env.Client.Delete(context.Background(), binding)
-		_ = env.Client.Delete(context.Background(), policy)
-	})
-	// Wait until the API server enforces the policy.
-	probe := newFriendDeletion(ns, "probe", "none")
-	create(t, probe)
+	denyRecordedJobs(t, ns, "no batch for this one", "fd2")
 	g := gt(t)
-	g.Eventually(func() bool {
-		p := probe.DeepCopy()
-		p.Status.Steps = []snsv1alpha1.StepStatus{{Name: "purge", Type: snsv1alpha1.StepTypeJob, Phase: snsv1alpha1.PhaseRunning, JobName: "probe-purge"}}
-		return apierrors.IsForbidden(env.Client.Status().Update(t.Context(), p, client.DryRunAll))
-	}).Should(BeTrue())
-
 	startManager(t, ns, testOptions())
 	create(t, newConfig(ns, "app", batchJobStep("purge", 3, 0, 10*time.Minute)))
 	for _, n := range []string{"fd1", "fd2", "fd3"} {

@@ -296,3 +296,72 @@ func waitForJobRecorded(t *testing.T, ns, name, step string) *snsv1alpha1.Friend
 	}).Should(Succeed())
 	return fd
 }
+
+// denyRecordedJobs makes the API server refuse, for good, any status of the
+// named FriendDeletions (in ns) that records a Job name, with msg: a
+// ValidatingAdmissionPolicy, enforced before it returns.
+func denyRecordedJobs(t *testing.T, ns, msg string, names ...string) {
+	t.Helper()
+	quoted := make([]string, 0, len(names)+1)
+	for _, n := range append(names, "probe") {
+		quoted = append(quoted, "'"+n+"'")
+	}
+	policy := &admissionregistrationv1.ValidatingAdmissionPolicy{
+		ObjectMeta: metav1.ObjectMeta{Name: "no-job-" + ns},
+		Spec: admissionregistrationv1.ValidatingAdmissionPolicySpec{
+			FailurePolicy: ptr.To(admissionregistrationv1.Fail),
+			MatchConstraints: &admissionregistrationv1.MatchResources{ResourceRules: []admissionregistrationv1.NamedRuleWithOperations{{
+				RuleWithOperations: admissionregistrationv1.RuleWithOperations{
+					Operations: []admissionregistrationv1.OperationType{admissionregistrationv1.Update},
+					Rule: admissionregistrationv1.Rule{APIGroups: []string{snsv1alpha1.GroupVersion.Group}, APIVersions: []string{snsv1alpha1.GroupVersion.Version},
+						Resources: []string{"frienddeletions/status"}},
+				},
+			}}},
+			MatchConditions: []admissionregistrationv1.MatchCondition{{Name: "some", Expression: "object.metadata.name in [" + strings.Join(quoted, ", ") + "]"}},
+			Validations: []admissionregistrationv1.Validation{{
+				Expression: "!has(object.status) || !has(object.status.steps) || object.status.steps.all(s, !has(s.jobName))",
+				Message:    msg, Reason: ptr.To(metav1.StatusReasonForbidden),
+			}},
+		},
+	}
+	binding := &admissionregistrationv1.ValidatingAdmissionPolicyBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: policy.Name},
+		Spec: admissionregistrationv1.ValidatingAdmissionPolicyBindingSpec{
+			PolicyName:        policy.Name,
+			ValidationActions: []admissionregistrationv1.ValidationAction{admissionregistrationv1.Deny},
+			MatchResources: &admissionregistrationv1.MatchResources{NamespaceSelector: &metav1.LabelSelector{
+				MatchLabels: map[string]string{"kubernetes.io/metadata.name": ns},
+			}},
+		},
+	}
+	create(t, policy, binding)
+	t.Cleanup(func() {
+		_ = env.Client.Delete(context.Background(), binding)
+		_ = env.Client.Delete(context.Background(), policy)
+	})
+	// Wait until the API server enforces the policy.
+	probe := newFriendDeletion(ns, "probe", "none")
+	create(t, probe)
+	gt(t).Eventually(func() bool {
+		p := probe.DeepCopy()
+		p.Status.Steps = []snsv1alpha1.StepStatus{{Name: "purge", Type: snsv1alpha1.StepTypeJob, Phase: snsv1alpha1.PhaseRunning, JobName: "probe-purge"}}
+		return apierrors.IsForbidden(env.Client.Status().Update(t.Context(), p, client.DryRunAll))
+	}).Should(BeTrue())
+}
+
+// TestJobIntentRefusedForGoodFailsTheStep: a FriendDeletion whose intent
+// write (its step Running with the Job's name) the API server refuses for
+// good fails the step with the API server's message, and no Job is created.
+func TestJobIntentRefusedForGoodFailsTheStep(t *testing.T) {
+	ns := env.Namespace(t)
+	denyRecordedJobs(t, ns, "no Job for this one", "fd1")
+	startManager(t, ns, testOptions())
+	create(t, newConfig(ns, "app", jobStep("purge")))
+	create(t, newFriendDeletion(ns, "fd1", "app"))
+	fd := waitForPhase(t, ns, "fd1", snsv1alpha1.PhaseFailed)
+	g := gt(t)
+	st := stepOf(g, fd, "purge")
+	g.Expect(st.Message).To(SatisfyAll(HavePrefix("Refused for good, not retried: "), ContainSubstring("no Job for this one")))
+	g.Expect(st.JobName).To(BeEmpty())
+	g.Expect(jobsOf(g, ns, "fd1")).To(BeEmpty())
+}

@@ -113,6 +113,9 @@ func (r *FriendDeletionReconciler) reconcileJobStep(ctx context.Context, p *stat
 			return r.recreateBatchJob(ctx, fd, st, spec.Job, name)
 		}
 		if ok, err := r.recordJobIntent(ctx, p, fd, st, name); !ok || err != nil {
+			if err == nil && st.Phase == snsv1alpha1.PhaseFailed {
+				return ctrl.Result{}, nil // refused for good
+			}
 			if err == nil {
 				// Lost a race with a newer status (perhaps our own last
 				// write, whose event wakes nothing): again, from it.
@@ -267,6 +270,14 @@ func (r *FriendDeletionReconciler) recordJobIntent(ctx context.Context, p *statu
 	case apierrors.IsConflict(err):
 		ctrl.LoggerFrom(ctx).V(1).Info("status changed before the Job was created; will reconcile again", "job", name)
 		deferStatus(ctx)
+		return false, nil
+	case isPermanent(err):
+		// The API server will refuse the same write every time (an
+		// admission policy, say): no Job is created, and the step fails
+		// with its message, which the reconcile's last write records.
+		st.JobName = ""
+		stepstatus.Mark(fd, st, snsv1alpha1.PhaseFailed, snsv1alpha1.ReasonFailed,
+			fmt.Sprintf("Refused for good, not retried: recording Job %s in status: %v", name, err), now)
 		return false, nil
 	case err != nil:
 		return false, fmt.Errorf("recording Job %s in status: %w", name, err)
