@@ -239,7 +239,6 @@ func TestJobDeniedByAdmissionPolicyFailsTheStep(t *testing.T) {
 // server enforces it.
 func denyJobs(t *testing.T, ns string) {
 	t.Helper()
-	fail := admissionregistrationv1.Deny
 	policy := &admissionregistrationv1.ValidatingAdmissionPolicy{
 		ObjectMeta: metav1.ObjectMeta{Name: "freeze-jobs-" + ns},
 		Spec: admissionregistrationv1.ValidatingAdmissionPolicySpec{
@@ -255,21 +254,7 @@ func denyJobs(t *testing.T, ns string) {
 			}},
 		},
 	}
-	binding := &admissionregistrationv1.ValidatingAdmissionPolicyBinding{
-		ObjectMeta: metav1.ObjectMeta{Name: policy.Name},
-		Spec: admissionregistrationv1.ValidatingAdmissionPolicyBindingSpec{
-			PolicyName:        policy.Name,
-			ValidationActions: []admissionregistrationv1.ValidationAction{fail},
-			MatchResources: &admissionregistrationv1.MatchResources{NamespaceSelector: &metav1.LabelSelector{
-				MatchLabels: map[string]string{"kubernetes.io/metadata.name": ns},
-			}},
-		},
-	}
-	create(t, policy, binding)
-	t.Cleanup(func() {
-		_ = env.Client.Delete(context.Background(), binding)
-		_ = env.Client.Delete(context.Background(), policy)
-	})
+	enforceInNamespace(t, ns, policy)
 	// Wait until the API server enforces the policy.
 	probe := &batchv1.Job{
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "probe"},
@@ -324,21 +309,7 @@ func denyRecordedJobs(t *testing.T, ns, msg string, names ...string) {
 			}},
 		},
 	}
-	binding := &admissionregistrationv1.ValidatingAdmissionPolicyBinding{
-		ObjectMeta: metav1.ObjectMeta{Name: policy.Name},
-		Spec: admissionregistrationv1.ValidatingAdmissionPolicyBindingSpec{
-			PolicyName:        policy.Name,
-			ValidationActions: []admissionregistrationv1.ValidationAction{admissionregistrationv1.Deny},
-			MatchResources: &admissionregistrationv1.MatchResources{NamespaceSelector: &metav1.LabelSelector{
-				MatchLabels: map[string]string{"kubernetes.io/metadata.name": ns},
-			}},
-		},
-	}
-	create(t, policy, binding)
-	t.Cleanup(func() {
-		_ = env.Client.Delete(context.Background(), binding)
-		_ = env.Client.Delete(context.Background(), policy)
-	})
+	enforceInNamespace(t, ns, policy)
 	// Wait until the API server enforces the policy.
 	probe := newFriendDeletion(ns, "probe", "none")
 	create(t, probe)
@@ -364,4 +335,25 @@ func TestJobIntentRefusedForGoodFailsTheStep(t *testing.T) {
 	g.Expect(st.Message).To(SatisfyAll(HavePrefix("Refused for good, not retried: "), ContainSubstring("no Job for this one")))
 	g.Expect(st.JobName).To(BeEmpty())
 	g.Expect(jobsOf(g, ns, "fd1")).To(BeEmpty())
+}
+
+// enforceInNamespace creates policy and a binding that denies what it
+// refuses in ns, both deleted when the test ends.
+func enforceInNamespace(t *testing.T, ns string, policy *admissionregistrationv1.ValidatingAdmissionPolicy) {
+	t.Helper()
+	binding := &admissionregistrationv1.ValidatingAdmissionPolicyBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: policy.Name},
+		Spec: admissionregistrationv1.ValidatingAdmissionPolicyBindingSpec{
+			PolicyName:        policy.Name,
+			ValidationActions: []admissionregistrationv1.ValidationAction{admissionregistrationv1.Deny},
+			MatchResources: &admissionregistrationv1.MatchResources{NamespaceSelector: &metav1.LabelSelector{
+				MatchLabels: map[string]string{"kubernetes.io/metadata.name": ns},
+			}},
+		},
+	}
+	create(t, policy, binding)
+	t.Cleanup(func() {
+		_ = env.Client.Delete(context.Background(), binding)
+		_ = env.Client.Delete(context.Background(), policy)
+	})
 }
