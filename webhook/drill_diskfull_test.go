@@ -143,12 +143,7 @@ func sendAll(t *testing.T, send func(id string) (reply, error), ids []string) ma
 func TestDrillSpoolWriteFails(t *testing.T) {
 	requireEnv(t)
 	g := NewWithT(t)
-	ns := env.Namespace(t)
-	h := &harness{t: t, env: env, mgr: shared, ns: ns}
-	h.config("plain", nil)
-	proxy := newFaultProxy(t, upstreamAddr(t, env))
-	kubeconfig := writeKubeconfig(t, proxiedConfig(t, env, proxy))
-	spoolDir := t.TempDir()
+	ns, h, proxy, kubeconfig, spoolDir := processDrill(t)
 	pageSize := os.Getpagesize() // what bbolt gives a new database
 	markers := t.TempDir()
 	limitSet, limitLifted := filepath.Join(markers, "limit-set"), filepath.Join(markers, "limit-lifted")
@@ -262,15 +257,7 @@ func TestDrillSpoolWriteFails(t *testing.T) {
 	g.Expect(spooled).To(Equal(want), "the spool holds exactly the callbacks answered OK, once each")
 	g.Expect(h.deletions()).To(HaveLen(1), "only the warm-up reached the API server")
 
-	proxy.heal()
-	second := startReceiverProcess(t, "receiver-0", kubeconfig, spoolDir, 0)
-	ok["warm-up"] = true
-	expectStoredOnce(t, ns, ok, time.Minute)
-	second.waitReady()
-	second.signal(syscall.SIGTERM)
-	g.Expect(second.wait()).To(Succeed())
-	checkSpoolFile(t, spoolDir)
-	g.Expect(spooledRequestIDs(t, spoolDir)).To(BeEmpty(), "the spool is empty once replayed")
+	replayOnRestart(t, ns, proxy, kubeconfig, spoolDir, ok)
 	stored := map[string]bool{}
 	for _, fd := range h.deletions() {
 		stored[fd.Spec.RequestID] = true
@@ -293,12 +280,7 @@ func TestDrillSpoolWriteFails(t *testing.T) {
 func TestDrillSpoolWritesFailPartway(t *testing.T) {
 	requireEnv(t)
 	g := NewWithT(t)
-	ns := env.Namespace(t)
-	h := &harness{t: t, env: env, mgr: shared, ns: ns}
-	h.config("plain", nil)
-	proxy := newFaultProxy(t, upstreamAddr(t, env))
-	kubeconfig := writeKubeconfig(t, proxiedConfig(t, env, proxy))
-	spoolDir := t.TempDir()
+	ns, h, proxy, kubeconfig, spoolDir := processDrill(t)
 	const limitPages = 10 // the two meta pages and eight more
 	limit := limitPages * os.Getpagesize()
 	markers := t.TempDir()
@@ -378,15 +360,7 @@ func TestDrillSpoolWritesFailPartway(t *testing.T) {
 	}
 	g.Expect(spooledRequestIDs(t, spoolDir)).To(Equal(want), "the spool holds exactly the callbacks answered OK, once each")
 
-	proxy.heal()
-	second := startReceiverProcess(t, "receiver-0", kubeconfig, spoolDir, 0)
-	ok["warm-up"] = true
-	expectStoredOnce(t, ns, ok, time.Minute)
-	second.waitReady()
-	second.signal(syscall.SIGTERM)
-	g.Expect(second.wait()).To(Succeed())
-	checkSpoolFile(t, spoolDir)
-	g.Expect(spooledRequestIDs(t, spoolDir)).To(BeEmpty(), "the spool is empty once replayed")
+	replayOnRestart(t, ns, proxy, kubeconfig, spoolDir, ok)
 	stored := map[string]bool{}
 	for _, fd := range h.deletions() {
 		stored[fd.Spec.RequestID] = true

@@ -228,12 +228,7 @@ func warmUp(t *testing.T, send func(id string) (reply, error), id string) {
 func TestDrillKilledWithSpooledCallbacks(t *testing.T) {
 	requireEnv(t)
 	g := NewWithT(t)
-	ns := env.Namespace(t)
-	h := &harness{t: t, env: env, mgr: shared, ns: ns}
-	h.config("plain", nil)
-	proxy := newFaultProxy(t, upstreamAddr(t, env))
-	kubeconfig := writeKubeconfig(t, proxiedConfig(t, env, proxy))
-	spoolDir := t.TempDir()
+	ns, h, proxy, kubeconfig, spoolDir := processDrill(t)
 
 	first := startReceiverProcess(t, "receiver-0", kubeconfig, spoolDir, 0)
 	first.waitReady()
@@ -460,12 +455,7 @@ func spooledRequestIDs(t *testing.T, dir string) map[string]int {
 func TestDrillSIGTERMDuringOutage(t *testing.T) {
 	requireEnv(t)
 	g := NewWithT(t)
-	ns := env.Namespace(t)
-	h := &harness{t: t, env: env, mgr: shared, ns: ns}
-	h.config("plain", nil)
-	proxy := newFaultProxy(t, upstreamAddr(t, env))
-	kubeconfig := writeKubeconfig(t, proxiedConfig(t, env, proxy))
-	spoolDir := t.TempDir()
+	ns, h, proxy, kubeconfig, spoolDir := processDrill(t)
 
 	first := startReceiverProcess(t, "receiver-0", kubeconfig, spoolDir, time.Second)
 	first.waitReady()
@@ -511,14 +501,37 @@ func TestDrillSIGTERMDuringOutage(t *testing.T) {
 	g.Expect(twice).To(BeEmpty(), "spooled twice")
 	g.Expect(h.deletions()).To(HaveLen(1), "only the warm-up reached the API server")
 
+	replayOnRestart(t, ns, proxy, kubeconfig, spoolDir, l.ok)
+	g.Expect(h.deletions()).To(HaveLen(len(l.ok)))
+}
+
+// processDrill sets up a drill of receiver processes: a namespace with a
+// plain config, a fault proxy in front of the API server, a kubeconfig
+// through it, and a spool folder.
+func processDrill(t *testing.T) (ns string, h *harness, proxy *faultProxy, kubeconfig, spoolDir string) {
+	t.Helper()
+	ns = env.Namespace(t)
+	h = &harness{t: t, env: env, mgr: shared, ns: ns}
+	h.config("plain", nil)
+	proxy = newFaultProxy(t, upstreamAddr(t, env))
+	kubeconfig = writeKubeconfig(t, proxiedConfig(t, env, proxy))
+	return ns, h, proxy, kubeconfig, t.TempDir()
+}
+
+// replayOnRestart heals the proxy and starts a new receiver process on the
+// spool: every callback in ok (and the drill's warm-up, added to ok) is
+// stored exactly once, and the process, stopped, leaves a sound, empty
+// spool.
+func replayOnRestart(t *testing.T, ns string, proxy *faultProxy, kubeconfig, spoolDir string, ok map[string]bool) {
+	t.Helper()
+	g := NewWithT(t)
 	proxy.heal()
 	second := startReceiverProcess(t, "receiver-0", kubeconfig, spoolDir, 0)
-	l.ok["warm-up"] = true
-	expectStoredOnce(t, ns, l.ok, time.Minute)
+	ok["warm-up"] = true
+	expectStoredOnce(t, ns, ok, time.Minute)
 	second.waitReady()
 	second.signal(syscall.SIGTERM)
 	g.Expect(second.wait()).To(Succeed())
 	checkSpoolFile(t, spoolDir)
 	g.Expect(spooledRequestIDs(t, spoolDir)).To(BeEmpty(), "the spool is empty once replayed")
-	g.Expect(h.deletions()).To(HaveLen(len(l.ok)))
 }
