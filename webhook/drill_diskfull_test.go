@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -95,28 +94,6 @@ func scrapeMetrics(g Gomega, addr string) map[string]float64 {
 	return series
 }
 
-// sendAll sends a callback for each id, all at once, and returns the
-// answers.
-func sendAll(t *testing.T, send func(id string) (reply, error), ids []string) map[string]reply {
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	got := map[string]reply{}
-	for _, id := range ids {
-		wg.Go(func() {
-			r, err := send(id)
-			if err != nil {
-				t.Errorf("callback %s: %v", id, err)
-				return
-			}
-			mu.Lock()
-			defer mu.Unlock()
-			got[id] = r
-		})
-	}
-	wg.Wait()
-	return got
-}
-
 // TestDrillSpoolWriteFails fails the spool's disk writes for real while the
 // API server is cut: the receiver process limits the size its files may be
 // written to (RLIMIT_FSIZE), so the kernel refuses the spool's page writes
@@ -179,9 +156,7 @@ func TestDrillSpoolWriteFails(t *testing.T) {
 		g.Expect(m["friend_deletion_receiver_spool_entries"]).To(BeEquivalentTo(len(before)))
 	}).WithTimeout(time.Minute).WithPolling(100 * time.Millisecond).Should(Succeed())
 
-	first.signal(syscall.SIGUSR1)
-	g.Eventually(func() error { _, err := os.Stat(limitSet); return err }).
-		WithTimeout(time.Minute).WithPolling(20*time.Millisecond).Should(Succeed(), "the receiver process never set the limit")
+	signalAndAwait(g, first, syscall.SIGUSR1, limitSet, "the receiver process never set the limit")
 
 	// After the limit: first a burst, committed together, then one at a
 	// time, each in a commit of its own after the previous one failed.
@@ -214,9 +189,7 @@ func TestDrillSpoolWriteFails(t *testing.T) {
 	// The same process, its limit lifted, spools again after the failed
 	// commits: what a failed commit leaves in memory does not spoil later
 	// ones.
-	first.signal(syscall.SIGUSR2)
-	g.Eventually(func() error { _, err := os.Stat(limitLifted); return err }).
-		WithTimeout(time.Minute).WithPolling(20*time.Millisecond).Should(Succeed(), "the receiver process never lifted the limit")
+	signalAndAwait(g, first, syscall.SIGUSR2, limitLifted, "the receiver process never lifted the limit")
 	var lifted []string
 	for i := range 8 {
 		lifted = append(lifted, fmt.Sprintf("lifted-%02d", i))
@@ -307,9 +280,7 @@ func TestDrillSpoolWritesFailPartway(t *testing.T) {
 		g.Expect(r.raw).To(Equal(okAnswer), "callback %s spooled before the limit", id)
 		ok[id] = true
 	}
-	first.signal(syscall.SIGUSR1)
-	g.Eventually(func() error { _, err := os.Stat(limitSet); return err }).
-		WithTimeout(time.Minute).WithPolling(20*time.Millisecond).Should(Succeed(), "the receiver process never set the limit")
+	signalAndAwait(g, first, syscall.SIGUSR1, limitSet, "the receiver process never set the limit")
 
 	okUnder, bursts, refusedBursts := 0, 0, 0
 	for ; refusedBursts < 3 && bursts < 40; bursts++ {
@@ -368,4 +339,12 @@ func TestDrillSpoolWritesFailPartway(t *testing.T) {
 	g.Expect(stored).To(Equal(ok), "stored: every callback answered OK, none answered FAIL")
 	t.Logf("limit at byte %d (%d pages): %d bursts of 20 under it, %d callbacks answered OK and %d answered 503 SpoolFailed; the committed state reaches byte %d; all %d answered OK stored once",
 		limit, limitPages, bursts, okUnder, len(failed), used, len(ok))
+}
+
+// signalAndAwait sends p the signal and waits for the marker file it writes
+// once it has acted on it; what says what the process never did.
+func signalAndAwait(g Gomega, p *receiverProcess, sig syscall.Signal, marker, what string) {
+	p.signal(sig)
+	g.Eventually(func() error { _, err := os.Stat(marker); return err }).
+		WithTimeout(time.Minute).WithPolling(20*time.Millisecond).Should(Succeed(), what)
 }

@@ -236,23 +236,12 @@ func TestDrillKilledWithSpooledCallbacks(t *testing.T) {
 	warmUp(t, send, "warm-up")
 
 	proxy.refuse()
-	ok := map[string]bool{"warm-up": true}
-	var wg sync.WaitGroup
-	var mu sync.Mutex
+	var ids []string
 	for i := range 20 {
-		id := fmt.Sprintf("cb-%03d", i)
-		wg.Go(func() {
-			r, err := send(id)
-			mu.Lock()
-			defer mu.Unlock()
-			if err != nil || r.raw != okAnswer {
-				t.Errorf("callback %s while the API server is unreachable: %+v %v", id, r, err)
-				return
-			}
-			ok[id] = true
-		})
+		ids = append(ids, fmt.Sprintf("cb-%03d", i))
 	}
-	wg.Wait()
+	ok := expectAllOK(t, send, ids, "while the API server is unreachable")
+	ok["warm-up"] = true
 	g.Expect(h.deletions()).To(HaveLen(1), "only the warm-up reached the API server")
 
 	first.signal(syscall.SIGKILL)

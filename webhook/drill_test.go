@@ -394,23 +394,12 @@ func TestDrillAPIServerBackDuringShutdown(t *testing.T) {
 	warmUp(t, send, "warm-up")
 
 	proxy.refuse()
-	ok := map[string]bool{"warm-up": true}
-	var wg sync.WaitGroup
-	var mu sync.Mutex
+	var ids []string
 	for i := range 20 {
-		id := fmt.Sprintf("cb-%03d", i)
-		wg.Go(func() {
-			r, err := send(id)
-			mu.Lock()
-			defer mu.Unlock()
-			if err != nil || r.raw != okAnswer {
-				t.Errorf("callback %s while the API server is unreachable: %+v %v", id, r, err)
-				return
-			}
-			ok[id] = true
-		})
+		ids = append(ids, fmt.Sprintf("cb-%03d", i))
 	}
-	wg.Wait()
+	ok := expectAllOK(t, send, ids, "while the API server is unreachable")
+	ok["warm-up"] = true
 	g.Expect(d.parts.replayer.spool.snapshot().entries).To(Equal(20))
 
 	d.cancel()
@@ -424,4 +413,41 @@ func TestDrillAPIServerBackDuringShutdown(t *testing.T) {
 	g.Expect(spooledRequestIDs(t, opts.SpoolDir)).To(BeEmpty(), "the receiver left callbacks in its spool although the API server was back")
 	expectStoredOnce(t, h.ns, ok, time.Minute)
 	g.Expect(h.deletions()).To(HaveLen(len(ok)))
+}
+
+// sendAll sends a callback for each id, all at once, and returns the
+// answers.
+func sendAll(t *testing.T, send func(id string) (reply, error), ids []string) map[string]reply {
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	got := map[string]reply{}
+	for _, id := range ids {
+		wg.Go(func() {
+			r, err := send(id)
+			if err != nil {
+				t.Errorf("callback %s: %v", id, err)
+				return
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			got[id] = r
+		})
+	}
+	wg.Wait()
+	return got
+}
+
+// expectAllOK sends the callbacks at once and reports those answered OK;
+// any other answer fails the test, saying when it was sent.
+func expectAllOK(t *testing.T, send func(id string) (reply, error), ids []string, when string) map[string]bool {
+	t.Helper()
+	ok := map[string]bool{}
+	for id, r := range sendAll(t, send, ids) {
+		if r.raw != okAnswer {
+			t.Errorf("callback %s %s: %+v", id, when, r)
+			continue
+		}
+		ok[id] = true
+	}
+	return ok
 }
