@@ -260,10 +260,7 @@ func verifiedDeletionRunsWithInstalledPermissions(t *testing.T, ns string) {
 			},
 			Cleanup: []snsv1alpha1.CleanupStep{{
 				Name: "purge",
-				Job: &batchv1.JobTemplateSpec{Spec: batchv1.JobSpec{Template: corev1.PodTemplateSpec{Spec: corev1.PodSpec{
-					RestartPolicy: corev1.RestartPolicyNever,
-					Containers:    []corev1.Container{{Name: "purge", Image: "registry.example.com/purge:1"}},
-				}}}},
+				Job:  purgeJob(),
 			}},
 		},
 	}
@@ -527,11 +524,8 @@ func batchedJobRunsWithInstalledPermissions(t *testing.T, ns string) {
 		Spec: snsv1alpha1.CallbackConfigSpec{
 			SDKAppID: "1400000001",
 			Cleanup: []snsv1alpha1.CleanupStep{{
-				Name: "purge",
-				Job: &batchv1.JobTemplateSpec{Spec: batchv1.JobSpec{Template: corev1.PodTemplateSpec{Spec: corev1.PodSpec{
-					RestartPolicy: corev1.RestartPolicyNever,
-					Containers:    []corev1.Container{{Name: "purge", Image: "registry.example.com/purge:1"}},
-				}}}},
+				Name:  "purge",
+				Job:   purgeJob(),
 				Batch: &snsv1alpha1.JobBatch{MaxDeletions: 2},
 			}},
 		},
@@ -839,13 +833,19 @@ func createChatApp(t *testing.T, ns, token string) *snsv1alpha1.CallbackConfig {
 			Auth:     &snsv1alpha1.CallbackAuth{TokenSecretRef: snsv1alpha1.SecretKeyRef{Name: "im-token", Key: "token"}},
 			Cleanup: []snsv1alpha1.CleanupStep{{
 				Name: "purge-history",
-				Job: &batchv1.JobTemplateSpec{Spec: batchv1.JobSpec{Template: corev1.PodTemplateSpec{Spec: corev1.PodSpec{
-					RestartPolicy: corev1.RestartPolicyNever,
-					Containers:    []corev1.Container{{Name: "purge", Image: "registry.example.com/purge:1"}},
-				}}}},
+				Job:  purgeJob(),
 			}},
 		},
 	}
 	g.Expect(env.Client.Create(t.Context(), cfg)).To(Succeed())
 	return cfg
+}
+
+// purgeJob is the Job template of the configs' job steps; the test control
+// plane has no kubelet, so its container never runs.
+func purgeJob() *batchv1.JobTemplateSpec {
+	return &batchv1.JobTemplateSpec{Spec: batchv1.JobSpec{Template: corev1.PodTemplateSpec{Spec: corev1.PodSpec{
+		RestartPolicy: corev1.RestartPolicyNever,
+		Containers:    []corev1.Container{{Name: "purge", Image: "registry.example.com/purge:1"}},
+	}}}}
 }
